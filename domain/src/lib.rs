@@ -1,0 +1,26 @@
+//! Marquee's domain: the aggregates, their commands, events and errors, and the value types
+//! they are made of.
+//!
+//! Everything here is pure. No clock is read and nothing touches a network or a disk: what a
+//! decision needs (the time, a price, a fresh id) arrives in the command, so the same command
+//! against the same history always gives the same events.
+//!
+//! - [`ids`]: typed UUID identifiers (`ShowtimeId`, `ReservationId`, ...).
+//! - [`money`]: integer minor units with a currency.
+//! - [`seating`]: seat kinds, seat labels and the layout strings theaters describe screens with.
+//! - [`theater`]: the `Theater` aggregate; it owns its screens' schedules.
+//! - [`movie`]: the `Movie` aggregate.
+//! - [`showtime`]: the `Showtime` aggregate, the seat inventory of one screening.
+//! - [`audit`]: an independent checker of the booking invariants over a sequence of events.
+
+pub mod audit;
+pub mod ids;
+pub mod money;
+pub mod movie;
+pub mod seating;
+pub mod showtime;
+pub mod theater;
+
+pub use ids::*;
+pub use money::{Currency, Money, MoneyError};
+pub use seating::{SeatKind, SeatLabel, SeatLayout};
