@@ -1,1 +1,29 @@
-//! stub
+//! Marquee's command side: the HTTP API, the per-showtime writers, the event store wiring and
+//! the hold-expiry timer. The `marquee` binary (`main.rs`) is a thin shell around [`startup`].
+//!
+//! - [`config`]: environment variables and their defaults.
+//! - [`db`]: creating the database and applying migrations.
+//! - [`event_store`]: loading aggregates (postgres-es) and appending events.
+//! - [`writer`]: one writer task per active showtime, batching appends.
+//! - [`booking_index`]: lookups derived from showtime events in the same transaction.
+//! - [`auth`]: passwords, bearer tokens and the extractors checking them.
+//! - [`payment`]: the payment provider trait and the built-in test card processor.
+//! - [`idempotency`]: `Idempotency-Key` handling for creating POSTs.
+//! - [`error`]: the API's one error type, rendered as problem+json.
+//! - [`routes`]: one module per resource, and the OpenAPI document.
+//! - [`timer`]: records hold expiries.
+//! - [`startup`]: builds the state and router, and serves them.
+
+pub mod auth;
+pub mod booking_index;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod event_store;
+pub mod idempotency;
+pub mod payment;
+pub mod routes;
+pub mod startup;
+pub mod state;
+pub mod timer;
+pub mod writer;

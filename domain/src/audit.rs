@@ -158,7 +158,7 @@ impl Auditor {
         let mut owner: HashMap<&SeatLabel, ReservationId> = HashMap::new();
         let mut found = Vec::new();
         for (id, h) in &self.holds {
-            if !h.until.is_some_and(|u| now < u) {
+            if h.until.is_none_or(|u| now >= u) {
                 continue;
             }
             for seat in &h.seats {

@@ -1,0 +1,84 @@
+//! Configuration from environment variables, each with a working default.
+
+use anyhow::{bail, Context};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Shortest accepted token signing secret, in bytes.
+pub const MIN_JWT_SECRET_BYTES: usize = 32;
+
+/// Everything the engine reads from its environment.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// `DATABASE_URL`; the database is created if it does not exist.
+    pub database_url: String,
+    /// `NATS_URL`.
+    pub nats_url: String,
+    /// `MARQUEE_HTTP_ADDR`.
+    pub http_addr: SocketAddr,
+    /// `MARQUEE_NAMESPACE`: prefixes JetStream names so deployments sharing a NATS stay apart.
+    pub namespace: String,
+    /// `MARQUEE_HOLD_SECONDS`: how long a hold keeps its seats.
+    pub hold_for: Duration,
+    /// `MARQUEE_PAYMENT_PIN_SECONDS`: the most a payment in flight can keep a hold alive.
+    pub payment_pin: Duration,
+    /// `MARQUEE_ADMIN_EMAIL` and `MARQUEE_ADMIN_PASSWORD`: the bootstrap admin account.
+    pub admin: Option<(String, String)>,
+    /// `MARQUEE_JWT_SECRET`; when unset one is generated and kept in the database.
+    pub jwt_secret: Option<String>,
+    /// `MARQUEE_PAYMENT_LATENCY_MS`: how long the built-in test card processor takes.
+    pub payment_latency: Duration,
+    /// `MARQUEE_SHOWTIME_QUEUE`: commands one showtime may have waiting before the API sheds.
+    pub showtime_queue: usize,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn number(name: &str, default: u64) -> anyhow::Result<u64> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse()
+            .with_context(|| format!("{name} must be a whole number, got {v:?}")),
+    }
+}
+
+impl Config {
+    /// Reads the environment.
+    pub fn from_env() -> anyhow::Result<Self> {
+        let http_addr = var("MARQUEE_HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
+        let jwt_secret = var("MARQUEE_JWT_SECRET");
+        if let Some(s) = &jwt_secret {
+            if s.len() < MIN_JWT_SECRET_BYTES {
+                bail!("MARQUEE_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long");
+            }
+        }
+        let admin = match (var("MARQUEE_ADMIN_EMAIL"), var("MARQUEE_ADMIN_PASSWORD")) {
+            (Some(e), Some(p)) => Some((e, p)),
+            (None, None) => None,
+            _ => bail!("set both MARQUEE_ADMIN_EMAIL and MARQUEE_ADMIN_PASSWORD, or neither"),
+        };
+        let hold = number("MARQUEE_HOLD_SECONDS", 420)?;
+        if hold == 0 {
+            bail!("MARQUEE_HOLD_SECONDS must be at least 1");
+        }
+        Ok(Self {
+            database_url: var("DATABASE_URL")
+                .unwrap_or_else(|| "postgres://localhost/marquee".into()),
+            nats_url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
+            http_addr: http_addr
+                .parse()
+                .with_context(|| format!("MARQUEE_HTTP_ADDR is not an address: {http_addr:?}"))?,
+            namespace: var("MARQUEE_NAMESPACE").unwrap_or_else(|| "marquee".into()),
+            hold_for: Duration::from_secs(hold),
+            payment_pin: Duration::from_secs(number("MARQUEE_PAYMENT_PIN_SECONDS", 600)?),
+            admin,
+            jwt_secret,
+            payment_latency: Duration::from_millis(number("MARQUEE_PAYMENT_LATENCY_MS", 0)?),
+            showtime_queue: number("MARQUEE_SHOWTIME_QUEUE", 4096)?.max(1) as usize,
+        })
+    }
+}

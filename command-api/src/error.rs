@@ -1,0 +1,358 @@
+//! The one error type of the HTTP API, and its problem+json (RFC 9457) rendering.
+//!
+//! Every 4xx/5xx leaves through [`ApiError`]: one `status()` match, one `IntoResponse`. Axum's
+//! own rejections (bad JSON, wrong content type, bad path) are turned into it by the
+//! extractors [`AppJson`], [`AppPath`] and [`AppQuery`]. Internal errors are logged once, with
+//! their cause chain, by the `log_internal_errors` middleware and never reach the client.
+
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use serde_json::{json, Value};
+use utoipa::ToSchema;
+
+/// One field that failed validation.
+#[derive(Clone, Debug, PartialEq, Serialize, ToSchema)]
+pub struct FieldError {
+    /// The field, as a JSON path such as `screens[0].layout[2]`.
+    pub field: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Every error the API can answer with.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    Malformed(String),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("this needs the admin role")]
+    Forbidden,
+    #[error("not found")]
+    NotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    #[error("the request body is too large")]
+    PayloadTooLarge,
+    #[error("some seats are held or sold")]
+    SeatsUnavailable(Vec<String>),
+    #[error("an account with this email exists")]
+    EmailTaken,
+    #[error("the screen is busy at that time")]
+    ScreenBusy(String),
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    ReservationExpired(String),
+    #[error("the payment was declined")]
+    PaymentDeclined(String),
+    #[error("the request is not valid")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    ShowtimeClosed(String),
+    #[error("too many requests")]
+    RateLimited(u64),
+    #[error("{0}")]
+    Overloaded(String, u64),
+    #[error("a service Marquee depends on is unavailable")]
+    Unavailable(String),
+    #[error("internal error")]
+    Internal(#[from] anyhow::Error),
+}
+
+/// A response carries this when it answered an internal error, so the logging middleware can
+/// log the cause without the client ever seeing it.
+#[derive(Clone, Debug)]
+struct InternalCause(String);
+
+impl ApiError {
+    /// A validation error on one field.
+    pub fn field(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self::Validation(vec![FieldError::new(field, message)])
+    }
+
+    pub fn status(&self) -> StatusCode {
+        use ApiError::*;
+        match self {
+            Malformed(_) => StatusCode::BAD_REQUEST,
+            Unauthenticated(_) => StatusCode::UNAUTHORIZED,
+            PaymentDeclined(_) => StatusCode::PAYMENT_REQUIRED,
+            Forbidden => StatusCode::FORBIDDEN,
+            NotFound => StatusCode::NOT_FOUND,
+            MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            SeatsUnavailable(_) | EmailTaken | ScreenBusy(_) | Conflict(_) => StatusCode::CONFLICT,
+            ReservationExpired(_) => StatusCode::GONE,
+            PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Validation(_) | ShowtimeClosed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            Overloaded(..) | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+
+    /// The problem type slug: `/problems/<slug>`.
+    pub fn slug(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            Malformed(_) => "malformed-request",
+            Unauthenticated(_) => "unauthenticated",
+            Forbidden => "forbidden",
+            NotFound => "not-found",
+            MethodNotAllowed => "method-not-allowed",
+            UnsupportedMediaType(_) => "unsupported-media-type",
+            PayloadTooLarge => "payload-too-large",
+            SeatsUnavailable(_) => "seats-unavailable",
+            EmailTaken => "email-taken",
+            ScreenBusy(_) => "screen-busy",
+            Conflict(_) => "conflict",
+            ReservationExpired(_) => "reservation-expired",
+            PaymentDeclined(_) => "payment-declined",
+            Validation(_) => "validation-failed",
+            ShowtimeClosed(_) => "showtime-closed",
+            RateLimited(_) => "rate-limited",
+            Overloaded(..) => "overloaded",
+            Unavailable(_) => "service-unavailable",
+            Internal(_) => "internal",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        use ApiError::*;
+        match self {
+            Malformed(_) => "Malformed request",
+            Unauthenticated(_) => "Unauthenticated",
+            Forbidden => "Forbidden",
+            NotFound => "Not found",
+            MethodNotAllowed => "Method not allowed",
+            UnsupportedMediaType(_) => "Unsupported media type",
+            PayloadTooLarge => "Payload too large",
+            SeatsUnavailable(_) => "Seats unavailable",
+            EmailTaken => "Email taken",
+            ScreenBusy(_) => "Screen busy",
+            Conflict(_) => "Conflict",
+            ReservationExpired(_) => "Reservation expired",
+            PaymentDeclined(_) => "Payment declined",
+            Validation(_) => "Validation failed",
+            ShowtimeClosed(_) => "Showtime closed",
+            RateLimited(_) => "Rate limited",
+            Overloaded(..) => "Overloaded",
+            Unavailable(_) => "Service unavailable",
+            Internal(_) => "Internal error",
+        }
+    }
+
+    fn detail(&self) -> String {
+        use ApiError::*;
+        match self {
+            // Never echo internal text: it can hold SQL, hostnames or worse.
+            Internal(_) => "something went wrong on our side; it has been logged".into(),
+            Unavailable(_) => "a service Marquee depends on is unavailable; retry shortly".into(),
+            SeatsUnavailable(seats) => format!("already held or sold: {}", seats.join(", ")),
+            ScreenBusy(d) => d.clone(),
+            Validation(errors) if errors.len() == 1 => {
+                format!("{}: {}", errors[0].field, errors[0].message)
+            }
+            Validation(_) => "several fields are not valid; see errors".into(),
+            PaymentDeclined(reason) => format!("the card was declined ({reason})"),
+            other => other.to_string(),
+        }
+    }
+
+    fn extensions(&self) -> Option<(&'static str, Value)> {
+        match self {
+            Self::SeatsUnavailable(seats) => Some(("seats", json!(seats))),
+            Self::Validation(errors) => Some(("errors", json!(errors))),
+            Self::PaymentDeclined(reason) => Some(("reason", json!(reason))),
+            _ => None,
+        }
+    }
+
+    fn retry_after(&self) -> Option<u64> {
+        match self {
+            Self::RateLimited(s) | Self::Overloaded(_, s) => Some(*s),
+            Self::Unavailable(_) => Some(1),
+            _ => None,
+        }
+    }
+}
+
+/// The problem+json body, as documented in the OpenAPI.
+#[derive(Serialize, ToSchema)]
+pub struct Problem {
+    /// `/problems/<slug>`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// With `seats-unavailable`: the seats that are taken.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub seats: Option<Vec<String>>,
+    /// With `validation-failed`: each invalid field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub errors: Option<Vec<FieldError>>,
+    /// With `payment-declined`: the processor's reason.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let mut body = json!({
+            "type": format!("/problems/{}", self.slug()),
+            "title": self.title(),
+            "status": status.as_u16(),
+            "detail": self.detail(),
+        });
+        if let Some((name, value)) = self.extensions() {
+            body[name] = value;
+        }
+        let mut response = (status, axum::Json(body)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if let Some(secs) = self.retry_after() {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        match self {
+            Self::Internal(e) => {
+                response
+                    .extensions_mut()
+                    .insert(InternalCause(format!("{e:#}")));
+            }
+            Self::Unavailable(cause) => {
+                response.extensions_mut().insert(InternalCause(cause));
+            }
+            _ => {}
+        }
+        response
+    }
+}
+
+/// Logs the cause of every internal error once, where it is answered.
+pub async fn log_internal_errors(request: Request, next: Next) -> Response {
+    let method = request.method().clone();
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
+        tracing::error!(%method, %path, status = response.status().as_u16(), cause, "request failed");
+    }
+    response
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
+                Self::Unavailable(format!("database: {e}"))
+            }
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<crate::event_store::StoreError> for ApiError {
+    fn from(e: crate::event_store::StoreError) -> Self {
+        use crate::event_store::StoreError;
+        match e {
+            StoreError::Unavailable(cause) => Self::Unavailable(cause),
+            other => Self::Internal(other.into()),
+        }
+    }
+}
+
+/// JSON body extractor whose rejections are problem+json.
+pub struct AppJson<T>(pub T);
+
+impl<T, S> FromRequest<S> for AppJson<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(json_rejection(rejection)),
+        }
+    }
+}
+
+fn json_rejection(rejection: JsonRejection) -> ApiError {
+    match rejection {
+        JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType(
+            "send the body as JSON with Content-Type: application/json".into(),
+        ),
+        JsonRejection::BytesRejection(_) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+            ApiError::PayloadTooLarge
+        }
+        // serde's messages name the field and position, not our internals: useful to a client.
+        other => ApiError::Malformed(other.body_text()),
+    }
+}
+
+/// Path extractor: a malformed id in the path is an unknown resource.
+pub struct AppPath<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for AppPath<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(v)| Self(v))
+            .map_err(|_: PathRejection| ApiError::NotFound)
+    }
+}
+
+/// Query extractor whose rejections are problem+json.
+pub struct AppQuery<T>(pub T);
+
+impl<T, S> FromRequestParts<S> for AppQuery<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Query(v)| Self(v))
+            .map_err(|e: QueryRejection| ApiError::Malformed(e.body_text()))
+    }
+}
+
+/// Answers routes that do not exist.
+pub async fn not_found() -> ApiError {
+    ApiError::NotFound
+}
+
+/// Answers known routes called with a method they do not have.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}

@@ -1,0 +1,259 @@
+//! The event store: loading aggregates through postgres-es, and appending events.
+//!
+//! Loading uses postgres-es's `PostgresEventRepository` as is. Appending is done here, into
+//! the same `events` table and columns, because Marquee needs two things postgres-es's
+//! `persist` does not give: one transaction holding events of two aggregates (a theater's
+//! slot and the new showtime), and one multi-row insert for a whole batch of the showtime
+//! writer (one round trip and one fsync for hundreds of events). The table's primary key stays
+//! the optimistic-concurrency check for both paths.
+
+use chrono::Utc;
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
+use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
+use marquee_domain::UserId;
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Transaction};
+use std::sync::Arc;
+use uuid::Uuid;
+
+/// Why the store could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another writer appended to the same aggregate first.
+    #[error("another writer appended to the aggregate first")]
+    Conflict,
+    /// Postgres cannot be reached right now.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    #[error("database error: {0}")]
+    Database(sqlx::Error),
+    #[error("event store error: {0}")]
+    Other(String),
+}
+
+impl From<sqlx::Error> for StoreError {
+    fn from(e: sqlx::Error) -> Self {
+        match e {
+            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
+                Self::Unavailable(e.to_string())
+            }
+            other => Self::Database(other),
+        }
+    }
+}
+
+impl StoreError {
+    fn from_insert(e: sqlx::Error) -> Self {
+        match &e {
+            sqlx::Error::Database(d) if d.code().as_deref() == Some("23505") => Self::Conflict,
+            _ => e.into(),
+        }
+    }
+
+    /// The same error again, for answering every caller of a failed batch.
+    pub fn duplicate(&self) -> Self {
+        match self {
+            Self::Conflict => Self::Conflict,
+            Self::Unavailable(m) => Self::Unavailable(m.clone()),
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+/// Who caused a change and which request it belongs to; stored as each event's metadata.
+/// Ids only, never personal data.
+#[derive(Clone, Debug)]
+pub struct Metadata {
+    pub actor: Actor,
+    pub correlation_id: Uuid,
+}
+
+/// Who caused a change.
+#[derive(Clone, Copy, Debug)]
+pub enum Actor {
+    User(UserId),
+    Timer,
+    System,
+}
+
+impl Metadata {
+    /// Metadata for work the engine does on its own (the expiry timer, startup).
+    pub fn engine(actor: Actor) -> Self {
+        Self {
+            actor,
+            correlation_id: Uuid::now_v7(),
+        }
+    }
+
+    /// Metadata for a change a user asked for.
+    pub fn for_user(user: UserId) -> Self {
+        Self {
+            actor: Actor::User(user),
+            correlation_id: Uuid::now_v7(),
+        }
+    }
+
+    fn to_value(&self) -> Value {
+        let actor = match self.actor {
+            Actor::User(id) => format!("user:{id}"),
+            Actor::Timer => "timer".into(),
+            Actor::System => "system".into(),
+        };
+        serde_json::json!({ "actor": actor, "correlation_id": self.correlation_id.to_string() })
+    }
+}
+
+/// An event ready to be appended.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+/// Serializes `events` of aggregate `A` as sequences `after + 1, after + 2, ...`.
+pub fn to_new_events<A: Aggregate>(
+    id: &str,
+    after: usize,
+    events: &[A::Event],
+    meta: &Metadata,
+) -> Vec<NewEvent> {
+    let metadata = meta.to_value();
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| NewEvent {
+            aggregate_type: A::TYPE,
+            aggregate_id: id.to_owned(),
+            sequence: (after + i + 1) as i64,
+            event_type: e.event_type(),
+            event_version: e.event_version(),
+            payload: serde_json::to_value(e).expect("domain events serialize to JSON"),
+            metadata: metadata.clone(),
+        })
+        .collect()
+}
+
+/// Appends events inside `tx` with one statement. A sequence that is already taken fails the
+/// whole statement with [`StoreError::Conflict`].
+pub async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[NewEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    let col = |f: fn(&NewEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
+    sqlx::query(
+        "insert into events
+             (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         select * from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
+                              $6::jsonb[], $7::jsonb[])",
+    )
+    .bind(col(|e| e.aggregate_type.to_owned()))
+    .bind(col(|e| e.aggregate_id.clone()))
+    .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
+    .bind(col(|e| e.event_type.clone()))
+    .bind(col(|e| e.event_version.clone()))
+    .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+    .bind(
+        events
+            .iter()
+            .map(|e| e.metadata.clone())
+            .collect::<Vec<_>>(),
+    )
+    .execute(&mut **tx)
+    .await
+    .map_err(StoreError::from_insert)?;
+    Ok(())
+}
+
+/// Loads aggregates and runs commands against them.
+#[derive(Clone)]
+pub struct EventStore {
+    pool: PgPool,
+    repo: Arc<PostgresEventRepository>,
+}
+
+/// How often a command is decided again after losing a race to another writer.
+const MAX_ATTEMPTS: usize = 8;
+
+impl EventStore {
+    pub fn new(pool: PgPool) -> Self {
+        let repo = Arc::new(PostgresEventRepository::new(pool.clone()));
+        Self { pool, repo }
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Folds an aggregate from its events; returns it with its last sequence (0 when new).
+    pub async fn load<A: Aggregate>(&self, id: &str) -> Result<(A, usize), StoreError> {
+        let events = self
+            .repo
+            .get_events::<A>(id)
+            .await
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        let mut aggregate = A::default();
+        let mut version = 0;
+        for event in events {
+            version = event.sequence;
+            let envelope = to_envelope::<A>(event)?;
+            aggregate.apply(envelope.payload);
+        }
+        Ok((aggregate, version))
+    }
+
+    /// Load, decide and append, again on a conflict with another writer. The stock cqrs-es
+    /// path, fit for aggregates that see little contention (theaters, movies).
+    pub async fn execute<A>(
+        &self,
+        id: &str,
+        command: A::Command,
+        meta: &Metadata,
+    ) -> Result<Result<(A, Vec<A::Event>), A::Error>, StoreError>
+    where
+        A: Aggregate<Services = ()>,
+        A::Command: Clone,
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            let (mut aggregate, version) = self.load::<A>(id).await?;
+            let sink = EventSink::default();
+            if let Err(e) = aggregate.handle(command.clone(), &(), &sink).await {
+                return Ok(Err(e));
+            }
+            let events = sink.collect().await;
+            let mut tx = self.pool.begin().await?;
+            match insert(&mut tx, &to_new_events::<A>(id, version, &events, meta)).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e),
+            }
+            match tx.commit().await {
+                Ok(()) => return Ok(Ok((aggregate, events))),
+                Err(e) => return Err(StoreError::from_insert(e)),
+            }
+        }
+        Err(StoreError::Other(format!(
+            "gave up on {} {id} after {MAX_ATTEMPTS} conflicting attempts",
+            A::TYPE
+        )))
+    }
+}
+
+/// Turns a stored row into a typed envelope.
+pub fn to_envelope<A: Aggregate>(event: SerializedEvent) -> Result<EventEnvelope<A>, StoreError> {
+    EventEnvelope::<A>::try_from(event).map_err(|e| StoreError::Other(e.to_string()))
+}
+
+/// The current time; the one place the command side reads the clock for decisions.
+pub fn now() -> chrono::DateTime<Utc> {
+    Utc::now()
+}

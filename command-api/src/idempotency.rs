@@ -1,0 +1,194 @@
+//! `Idempotency-Key` for the creating POSTs.
+//!
+//! The first request with a key is handled and its response remembered in Postgres; the same
+//! key and the same request within 24 hours gets that response again without running
+//! anything (no second hold, no second charge). The same key with another request is 422. A
+//! second copy arriving while the first is still running is 409, so two retries racing each
+//! other cannot both run. Failures the client should retry (5xx, 429) are not remembered.
+
+use crate::auth::bearer;
+use crate::error::ApiError;
+use crate::state::AppState;
+use axum::body::{to_bytes, Body};
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// The largest body a remembered request or response may have.
+const MAX_BODY: usize = 1 << 20;
+/// How long a key is remembered.
+const KEEP_HOURS: i32 = 24;
+
+pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    match handle(state, request, next).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
+
+async fn handle(state: AppState, request: Request, next: Next) -> Result<Response, ApiError> {
+    let Some(key) = request.headers().get("idempotency-key") else {
+        return Ok(next.run(request).await);
+    };
+    let key = key
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()))
+        .ok_or_else(|| {
+            ApiError::field(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+        })?
+        .to_owned();
+    let (parts, body) = request.into_parts();
+    let scope = bearer(&parts)
+        .and_then(|t| state.keys.verify(t).ok())
+        .map_or(Uuid::nil(), |u| u.id.0);
+    let bytes = to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|_| ApiError::PayloadTooLarge)?;
+    let mut hasher = Sha256::new();
+    hasher.update(parts.method.as_str());
+    hasher.update(b" ");
+    hasher.update(parts.uri.path());
+    hasher.update(b"\n");
+    hasher.update(&bytes);
+    let hash = hex::encode(hasher.finalize());
+
+    // Forget an expired key, then claim it; exactly one concurrent request wins the claim.
+    sqlx::query(&format!(
+        "delete from idempotency_keys where scope = $1 and key = $2
+           and created_at < now() - interval '{KEEP_HOURS} hours'"
+    ))
+    .bind(scope)
+    .bind(&key)
+    .execute(&state.pool)
+    .await?;
+    let claimed = sqlx::query(
+        "insert into idempotency_keys (scope, key, request_hash) values ($1, $2, $3)
+         on conflict do nothing",
+    )
+    .bind(scope)
+    .bind(&key)
+    .bind(&hash)
+    .execute(&state.pool)
+    .await?
+    .rows_affected()
+        == 1;
+    if !claimed {
+        return replay(&state, scope, &key, &hash).await;
+    }
+    let response = next
+        .run(Request::from_parts(parts, Body::from(bytes)))
+        .await;
+    remember(&state, scope, &key, response).await
+}
+
+/// A remembered request and, once it finished, its response.
+#[derive(sqlx::FromRow)]
+struct Remembered {
+    request_hash: String,
+    status: Option<i16>,
+    content_type: Option<String>,
+    body: Option<Vec<u8>>,
+}
+
+async fn replay(
+    state: &AppState,
+    scope: Uuid,
+    key: &str,
+    hash: &str,
+) -> Result<Response, ApiError> {
+    let row: Option<Remembered> = sqlx::query_as(
+        "select request_hash, status, content_type, body from idempotency_keys
+         where scope = $1 and key = $2",
+    )
+    .bind(scope)
+    .bind(key)
+    .fetch_optional(&state.pool)
+    .await?;
+    let Some(Remembered {
+        request_hash: stored_hash,
+        status,
+        content_type,
+        body,
+    }) = row
+    else {
+        return Err(ApiError::Conflict(
+            "the request with this Idempotency-Key just failed; retry".into(),
+        ));
+    };
+    if stored_hash != hash {
+        return Err(ApiError::field(
+            "Idempotency-Key",
+            "this key was used with a different request",
+        ));
+    }
+    let Some(status) = status else {
+        return Err(ApiError::Conflict(
+            "a request with this Idempotency-Key is still being handled".into(),
+        ));
+    };
+    let mut response = Response::new(Body::from(body.unwrap_or_default()));
+    *response.status_mut() = StatusCode::from_u16(status as u16).unwrap_or(StatusCode::OK);
+    if let Some(ct) = content_type.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert(header::CONTENT_TYPE, ct);
+    }
+    response
+        .headers_mut()
+        .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    Ok(response)
+}
+
+async fn remember(
+    state: &AppState,
+    scope: Uuid,
+    key: &str,
+    response: Response,
+) -> Result<Response, ApiError> {
+    let status = response.status();
+    let retryable = status.is_server_error() || status == StatusCode::TOO_MANY_REQUESTS;
+    if retryable {
+        sqlx::query("delete from idempotency_keys where scope = $1 and key = $2")
+            .bind(scope)
+            .bind(key)
+            .execute(&state.pool)
+            .await?;
+        return Ok(response);
+    }
+    let (parts, body) = response.into_parts();
+    let bytes = to_bytes(body, MAX_BODY)
+        .await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("reading response: {e}")))?;
+    let content_type = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    sqlx::query(
+        "update idempotency_keys set status = $3, content_type = $4, body = $5
+         where scope = $1 and key = $2",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(status.as_u16() as i16)
+    .bind(content_type)
+    .bind(bytes.to_vec())
+    .execute(&state.pool)
+    .await?;
+    Ok(Response::from_parts(parts, Body::from(bytes)))
+}
+
+/// Drops remembered keys older than 24 hours.
+pub async fn purge_expired(pool: &sqlx::PgPool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query(&format!(
+        "delete from idempotency_keys where created_at < now() - interval '{KEEP_HOURS} hours'"
+    ))
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}

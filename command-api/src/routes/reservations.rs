@@ -1,0 +1,237 @@
+//! Holds: `POST /v1/reservations`, `GET` and `DELETE /v1/reservations/{id}`.
+
+use super::dto::MoneyDto;
+use super::showtimes::write_error;
+use crate::auth::AuthUser;
+use crate::error::{ApiError, AppJson, AppPath};
+use crate::event_store::{now, Metadata};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, TimeDelta, Utc};
+use marquee_domain::showtime::{
+    Hold, HoldSeats, ReleaseHold, ShowtimeCommand, ShowtimeError, MAX_SEATS_PER_HOLD,
+};
+use marquee_domain::{ReservationId, SeatLabel, ShowtimeId, UserId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(get_one, release))
+}
+
+/// Seats to hold.
+#[derive(Deserialize, ToSchema)]
+pub struct NewReservation {
+    pub showtime_id: Uuid,
+    /// 1 to 10 distinct seat labels.
+    #[schema(example = json!(["F7", "F8"]))]
+    pub seats: Vec<String>,
+}
+
+/// A hold on seats, and later their purchase.
+#[derive(Serialize, ToSchema)]
+pub struct Reservation {
+    pub id: Uuid,
+    pub showtime_id: Uuid,
+    pub seats: Vec<String>,
+    /// `held`, `paying`, `confirmed`, `expired` or `released`.
+    pub status: String,
+    pub expires_at: DateTime<Utc>,
+    /// Seconds left to pay; 0 once the hold is no longer waiting for payment.
+    pub expires_in_seconds: i64,
+    pub total: MoneyDto,
+}
+
+impl Reservation {
+    pub fn from_hold(h: &Hold, showtime: ShowtimeId, at: DateTime<Utc>) -> Self {
+        let status = h.status_at(at);
+        let left = (h.expires_at - at).num_seconds().max(0);
+        let status_name = serde_json::to_value(status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default();
+        Self {
+            id: h.id.0,
+            showtime_id: showtime.0,
+            seats: h.seats.iter().map(ToString::to_string).collect(),
+            expires_in_seconds: if status_name == "held" { left } else { 0 },
+            status: status_name,
+            expires_at: h.expires_at,
+            total: (&h.total).into(),
+        }
+    }
+}
+
+/// Maps a broken showtime rule to its HTTP answer.
+pub fn rule_error(e: ShowtimeError) -> ApiError {
+    use ShowtimeError::*;
+    match e {
+        NotFound | ReservationNotFound => ApiError::NotFound,
+        ShowtimeClosed => {
+            ApiError::ShowtimeClosed("the showtime is cancelled or has already started".into())
+        }
+        NoSeats | TooManySeats | DuplicateSeat(_) => ApiError::field("seats", e.to_string()),
+        UnknownSeats(seats) => ApiError::field(
+            "seats",
+            format!(
+                "the screen has no seat {}",
+                seats
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+        ),
+        SeatsUnavailable(seats) => {
+            ApiError::SeatsUnavailable(seats.iter().map(ToString::to_string).collect())
+        }
+        ReservationExpired => {
+            ApiError::ReservationExpired("the hold has expired or was released".into())
+        }
+        DuplicateReservation | PaymentInProgress | AlreadyPaid => ApiError::Conflict(e.to_string()),
+        other => ApiError::Internal(anyhow::anyhow!("unexpected showtime rule: {other}")),
+    }
+}
+
+fn parse_seats(raw: &[String]) -> Result<Vec<SeatLabel>, ApiError> {
+    if raw.is_empty() || raw.len() > MAX_SEATS_PER_HOLD {
+        return Err(ApiError::field(
+            "seats",
+            format!("choose 1 to {MAX_SEATS_PER_HOLD} seats"),
+        ));
+    }
+    let mut errors = Vec::new();
+    let mut seats = Vec::new();
+    for (i, s) in raw.iter().enumerate() {
+        match SeatLabel::parse(s.trim()) {
+            Ok(l) => seats.push(l),
+            Err(e) => errors.push(crate::error::FieldError::new(
+                format!("seats[{i}]"),
+                e.to_string(),
+            )),
+        }
+    }
+    if errors.is_empty() {
+        Ok(seats)
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+/// Hold seats for [`crate::config::Config::hold_for`], all or nothing. Releases the caller's
+/// earlier unpaid hold on the same showtime.
+#[utoipa::path(post, path = "/v1/reservations", tag = "booking", security(("bearer" = [])),
+    request_body = NewReservation,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
+    responses((status = 201, body = Reservation),
+        (status = 404, description = "unknown showtime", body = crate::error::Problem),
+        (status = 409, description = "seats-unavailable, with the taken seats", body = crate::error::Problem),
+        (status = 422, description = "validation-failed or showtime-closed", body = crate::error::Problem),
+        (status = 503, description = "overloaded; retry after Retry-After", body = crate::error::Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(body): AppJson<NewReservation>,
+) -> Result<(StatusCode, axum::Json<Reservation>), ApiError> {
+    let seats = parse_seats(&body.seats)?;
+    let showtime = ShowtimeId(body.showtime_id);
+    let reservation = ReservationId(Uuid::now_v7());
+    let hold_for = TimeDelta::from_std(state.config.hold_for).expect("hold time fits");
+    let command = ShowtimeCommand::HoldSeats(HoldSeats {
+        reservation_id: reservation,
+        customer_id: user.id,
+        seats,
+        hold_for,
+        now: now(),
+    });
+    let events = state
+        .writers
+        .execute(showtime, command, Metadata::for_user(user.id))
+        .await
+        .map_err(write_error)?;
+    let held = events
+        .iter()
+        .find_map(|e| match e {
+            marquee_domain::showtime::ShowtimeEvent::SeatsHeld(h) => Some(h),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow::anyhow!("a successful hold records SeatsHeld"))?;
+    let hold = Hold {
+        id: reservation,
+        customer_id: user.id,
+        seats: held.seats.clone(),
+        total: held.total.clone(),
+        held_at: held.held_at,
+        expires_at: held.expires_at,
+        status: marquee_domain::showtime::HoldStatus::Held,
+    };
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Reservation::from_hold(&hold, showtime, held.held_at)),
+    ))
+}
+
+/// The showtime a reservation of `owner` belongs to, or 404 (also for someone else's).
+pub async fn showtime_of(
+    state: &AppState,
+    id: Uuid,
+    owner: UserId,
+) -> Result<ShowtimeId, ApiError> {
+    let row: Option<(Uuid, Uuid)> = sqlx::query_as(
+        "select showtime_id, customer_id from reservation_index where reservation_id = $1",
+    )
+    .bind(id)
+    .fetch_optional(&state.pool)
+    .await?;
+    match row {
+        Some((showtime, customer)) if customer == owner.0 => Ok(ShowtimeId(showtime)),
+        _ => Err(ApiError::NotFound),
+    }
+}
+
+/// One of the caller's reservations.
+#[utoipa::path(get, path = "/v1/reservations/{id}", tag = "booking", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Reservation),
+        (status = 404, description = "unknown, or someone else's", body = crate::error::Problem)))]
+async fn get_one(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<axum::Json<Reservation>, ApiError> {
+    let showtime = showtime_of(&state, id, user.id).await?;
+    let s = super::showtimes::state_of(&state, showtime.0).await?;
+    let hold = s.holds.get(&ReservationId(id)).ok_or(ApiError::NotFound)?;
+    let at = s.effective_now(now());
+    Ok(axum::Json(Reservation::from_hold(hold, showtime, at)))
+}
+
+/// Give up a hold; its seats are free at once. Releasing an expired or released hold is fine.
+#[utoipa::path(delete, path = "/v1/reservations/{id}", tag = "booking", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 204, description = "released"),
+        (status = 404, body = crate::error::Problem),
+        (status = 409, description = "paid or being paid", body = crate::error::Problem)))]
+async fn release(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let showtime = showtime_of(&state, id, user.id).await?;
+    let command = ShowtimeCommand::ReleaseHold(ReleaseHold {
+        reservation_id: ReservationId(id),
+        customer_id: user.id,
+        now: now(),
+    });
+    state
+        .writers
+        .execute(showtime, command, Metadata::for_user(user.id))
+        .await
+        .map_err(write_error)?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,439 @@
+//! Showtimes: scheduling and cancelling (admin), reading one, and its seat map.
+
+use super::dto::{Errors, MoneyDto};
+use super::{movies, theaters};
+use crate::auth::{Admin, MaybeUser};
+use crate::error::{ApiError, AppJson, AppPath};
+use crate::event_store::{insert, now, to_new_events, Metadata, StoreError};
+use crate::state::AppState;
+use crate::writer::WriteError;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, TimeDelta, Utc};
+use marquee_domain::seating::SeatKind;
+use marquee_domain::showtime::{
+    Cancel, Schedule, SeatState, Showtime as ShowtimeAggregate, ShowtimeCommand, ShowtimeDetails,
+    ShowtimeError, ShowtimeEvent,
+};
+use marquee_domain::theater::{Slot, Theater, TheaterCommand, CLEANING_GAP_MINUTES};
+use marquee_domain::{Money, MovieId, ScreenId, ShowtimeId, TheaterId};
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(get_one, cancel))
+        .routes(routes!(seat_map))
+}
+
+/// How far ahead a showtime may be scheduled.
+const MAX_DAYS_AHEAD: i64 = 730;
+
+/// A showtime to schedule.
+#[derive(Deserialize, ToSchema)]
+pub struct NewShowtime {
+    pub movie_id: Uuid,
+    pub theater_id: Uuid,
+    pub screen_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    #[schema(example = "IMAX 3D")]
+    pub format: Option<String>,
+    /// Seat kind (`standard`, `premium`, `wheelchair`, `companion`) to price. Every kind the
+    /// screen has must be priced, all in one currency.
+    #[schema(example = json!({"standard": {"amount": 1250, "currency": "USD"}}))]
+    pub prices: BTreeMap<String, MoneyDto>,
+}
+
+/// A showtime.
+#[derive(Serialize, ToSchema)]
+pub struct Showtime {
+    pub id: Uuid,
+    pub movie_id: Uuid,
+    pub theater_id: Uuid,
+    pub screen_id: Uuid,
+    pub starts_at: DateTime<Utc>,
+    /// When the movie ends (start plus runtime).
+    pub ends_at: DateTime<Utc>,
+    pub format: Option<String>,
+    pub prices: BTreeMap<String, MoneyDto>,
+    /// `scheduled` or `cancelled`.
+    pub status: &'static str,
+    pub capacity: usize,
+    pub seats_available: usize,
+}
+
+impl Showtime {
+    fn from_state(s: &ShowtimeAggregate, at: DateTime<Utc>) -> Option<Self> {
+        let (id, d) = (s.id?, s.details.as_ref()?);
+        let layout = s.layout();
+        Some(Self {
+            id: id.0,
+            movie_id: d.movie_id.0,
+            theater_id: d.theater_id.0,
+            screen_id: d.screen_id.0,
+            starts_at: d.starts_at,
+            ends_at: d.ends_at,
+            format: d.format.clone(),
+            prices: d
+                .prices
+                .iter()
+                .map(|(k, m)| (k.as_str().to_owned(), m.into()))
+                .collect(),
+            status: if s.cancelled_at.is_some() {
+                "cancelled"
+            } else {
+                "scheduled"
+            },
+            capacity: layout.capacity(),
+            seats_available: layout
+                .seats()
+                .filter(|seat| s.seat_state(&seat.label, at) == SeatState::Available)
+                .count(),
+        })
+    }
+}
+
+fn parse_kind(name: &str) -> Option<SeatKind> {
+    SeatKind::ALL.into_iter().find(|k| k.as_str() == name)
+}
+
+struct Request {
+    movie_id: MovieId,
+    theater_id: TheaterId,
+    screen_id: ScreenId,
+    starts_at: DateTime<Utc>,
+    format: Option<String>,
+    prices: BTreeMap<SeatKind, Money>,
+}
+
+fn parse_new(body: NewShowtime, at: DateTime<Utc>) -> Result<Request, ApiError> {
+    let mut errors = Errors::default();
+    if body.starts_at <= at {
+        errors.add("starts_at", "must be in the future");
+    } else if body.starts_at > at + TimeDelta::days(MAX_DAYS_AHEAD) {
+        errors.add("starts_at", format!("must be within {MAX_DAYS_AHEAD} days"));
+    }
+    let format = errors.optional_text("format", body.format.as_deref(), 50);
+    let mut prices = BTreeMap::new();
+    for (name, money) in &body.prices {
+        let field = format!("prices.{name}");
+        match parse_kind(name) {
+            None => errors.add(&field, "use standard, premium, wheelchair or companion"),
+            Some(kind) => {
+                if let Some(m) = money.parse(&field, &mut errors) {
+                    prices.insert(kind, m);
+                }
+            }
+        }
+    }
+    errors.finish()?;
+    Ok(Request {
+        movie_id: MovieId(body.movie_id),
+        theater_id: TheaterId(body.theater_id),
+        screen_id: ScreenId(body.screen_id),
+        starts_at: body.starts_at,
+        format,
+        prices,
+    })
+}
+
+fn schedule_error(e: ShowtimeError) -> ApiError {
+    match e {
+        ShowtimeError::UnpricedKind(kind) => ApiError::field(
+            format!("prices.{}", kind.as_str()),
+            "the screen has seats of this kind; give them a price",
+        ),
+        ShowtimeError::MixedCurrencies => {
+            ApiError::field("prices", "all prices must be in one currency")
+        }
+        other => ApiError::Internal(anyhow::anyhow!("scheduling refused: {other}")),
+    }
+}
+
+/// Schedule a showtime (admin). Books the screen on the theater and creates the showtime in
+/// one transaction, so neither can exist without the other.
+#[utoipa::path(post, path = "/v1/showtimes", tag = "catalog", security(("bearer" = [])),
+    request_body = NewShowtime,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
+    responses((status = 201, body = Showtime),
+        (status = 404, description = "unknown movie, theater or screen", body = crate::error::Problem),
+        (status = 409, description = "screen-busy", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    AppJson(body): AppJson<NewShowtime>,
+) -> Result<(StatusCode, axum::Json<Showtime>), ApiError> {
+    let at = now();
+    let req = parse_new(body, at)?;
+    let movie = movies::load(&state, req.movie_id.0).await?;
+    let runtime = movie.details.as_ref().map_or(0, |d| d.runtime_minutes);
+    let meta = Metadata::for_user(admin.id);
+    let id = ShowtimeId(Uuid::now_v7());
+    for _ in 0..8 {
+        let (theater, version) = state
+            .store
+            .load::<Theater>(&req.theater_id.to_string())
+            .await?;
+        let screen = theater
+            .exists()
+            .then(|| theater.screen(req.screen_id))
+            .flatten()
+            .ok_or(ApiError::NotFound)?;
+        let ends_at = req.starts_at + TimeDelta::minutes(i64::from(runtime));
+        let slot = Slot {
+            showtime_id: id,
+            screen_id: req.screen_id,
+            starts_at: req.starts_at,
+            busy_until: ends_at + TimeDelta::minutes(CLEANING_GAP_MINUTES),
+        };
+        let booked = theater
+            .decide(TheaterCommand::BookSlot(slot))
+            .map_err(theaters::theater_error)?;
+        let details = ShowtimeDetails {
+            movie_id: req.movie_id,
+            theater_id: req.theater_id,
+            screen_id: req.screen_id,
+            starts_at: req.starts_at,
+            ends_at,
+            format: req.format.clone(),
+            layout: screen.layout.clone(),
+            prices: req.prices.clone(),
+        };
+        let scheduled = ShowtimeAggregate::default()
+            .decide(ShowtimeCommand::Schedule(Schedule {
+                id,
+                details,
+                now: at,
+            }))
+            .map_err(schedule_error)?;
+        let mut rows =
+            to_new_events::<Theater>(&req.theater_id.to_string(), version, &booked, &meta);
+        rows.extend(to_new_events::<ShowtimeAggregate>(
+            &id.to_string(),
+            0,
+            &scheduled,
+            &meta,
+        ));
+        let mut tx = state.pool.begin().await?;
+        match insert(&mut tx, &rows).await {
+            Err(StoreError::Conflict) => continue,
+            other => other?,
+        }
+        tx.commit().await?;
+        let mut showtime = ShowtimeAggregate::default();
+        for e in scheduled {
+            cqrs_es::Aggregate::apply(&mut showtime, e);
+        }
+        let body = Showtime::from_state(&showtime, at).expect("just scheduled");
+        return Ok((StatusCode::CREATED, axum::Json(body)));
+    }
+    Err(ApiError::Unavailable(
+        "the theater's schedule keeps changing".into(),
+    ))
+}
+
+/// The committed state of a showtime, or 404.
+pub async fn state_of(state: &AppState, id: Uuid) -> Result<ShowtimeAggregate, ApiError> {
+    let shared = state
+        .writers
+        .state(ShowtimeId(id))
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let snapshot = shared.read().expect("lock poisoned").clone();
+    Ok(snapshot)
+}
+
+/// A showtime.
+#[utoipa::path(get, path = "/v1/showtimes/{id}", tag = "catalog", params(("id" = Uuid, Path)),
+    responses((status = 200, body = Showtime), (status = 404, body = crate::error::Problem)))]
+async fn get_one(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<axum::Json<Showtime>, ApiError> {
+    let showtime = state_of(&state, id).await?;
+    Ok(axum::Json(
+        Showtime::from_state(&showtime, now()).ok_or(ApiError::NotFound)?,
+    ))
+}
+
+/// Maps a refused showtime command to its HTTP answer.
+pub fn write_error(e: WriteError) -> ApiError {
+    match e {
+        WriteError::Overloaded => ApiError::Overloaded(
+            "this showtime is getting more requests than it can queue; retry shortly".into(),
+            1,
+        ),
+        WriteError::Store(e) => e.into(),
+        WriteError::Rejected(e) => super::reservations::rule_error(e),
+    }
+}
+
+/// Cancel a showtime (admin): its holds are released and its tickets refunded.
+#[utoipa::path(delete, path = "/v1/showtimes/{id}", tag = "catalog", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 204, description = "cancelled (again: nothing changes)"),
+        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+async fn cancel(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    let meta = Metadata::for_user(admin.id);
+    let showtime = ShowtimeId(id);
+    let events = state
+        .writers
+        .execute(
+            showtime,
+            ShowtimeCommand::Cancel(Cancel { now: now() }),
+            meta.clone(),
+        )
+        .await
+        .map_err(write_error)?;
+    // Free the screen. Done after the cancellation is recorded and again on every repeated
+    // DELETE, so a crash in between is repaired by retrying the request.
+    let theater_id = state_of(&state, id)
+        .await?
+        .details
+        .map(|d| d.theater_id)
+        .ok_or(ApiError::NotFound)?;
+    state
+        .store
+        .execute::<Theater>(
+            &theater_id.to_string(),
+            TheaterCommand::ReleaseSlot {
+                showtime_id: showtime,
+            },
+            &meta,
+        )
+        .await?
+        .map_err(theaters::theater_error)?;
+    for e in &events {
+        if let ShowtimeEvent::TicketRefunded(r) = e {
+            if let Err(err) = state.payments.refund(r.payment_id, &r.amount).await {
+                tracing::error!(payment = %r.payment_id, error = %err, "refund to the processor failed; it is recorded and must be retried");
+            }
+        }
+    }
+    tracing::info!(showtime = %id, "showtime cancelled");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// One seat on the map.
+#[derive(Serialize, ToSchema)]
+pub struct SeatDto {
+    #[schema(example = "F7")]
+    pub seat: String,
+    /// `standard`, `premium`, `wheelchair` or `companion`.
+    pub kind: &'static str,
+    /// `available`, `held` or `sold`.
+    pub status: &'static str,
+    pub price: MoneyDto,
+    /// Position in the row (gaps count), for drawing aisles.
+    pub column: usize,
+    /// Present and true on the caller's own held seats.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mine: Option<bool>,
+}
+
+/// One row of the seat map.
+#[derive(Serialize, ToSchema)]
+pub struct RowDto {
+    pub row: String,
+    pub seats: Vec<SeatDto>,
+}
+
+/// The seat map of a showtime, front row first.
+#[derive(Serialize, ToSchema)]
+pub struct SeatMap {
+    pub showtime_id: Uuid,
+    pub available: usize,
+    pub held: usize,
+    pub sold: usize,
+    pub rows: Vec<RowDto>,
+}
+
+fn seat_map_of(
+    s: &ShowtimeAggregate,
+    id: Uuid,
+    at: DateTime<Utc>,
+    caller: Option<marquee_domain::UserId>,
+) -> SeatMap {
+    let mut map = SeatMap {
+        showtime_id: id,
+        available: 0,
+        held: 0,
+        sold: 0,
+        rows: vec![],
+    };
+    for row in s.layout().rows {
+        let seats = row
+            .seats
+            .iter()
+            .map(|seat| {
+                let state = s.seat_state(&seat.label, at);
+                let (status, mine) = match state {
+                    SeatState::Available => {
+                        map.available += 1;
+                        ("available", None)
+                    }
+                    SeatState::Sold(_) => {
+                        map.sold += 1;
+                        ("sold", None)
+                    }
+                    SeatState::Held(r) => {
+                        map.held += 1;
+                        let owner = s.holds.get(&r).map(|h| h.customer_id);
+                        (
+                            "held",
+                            (caller.is_some() && owner == caller).then_some(true),
+                        )
+                    }
+                };
+                let price = s
+                    .price_of(seat.kind)
+                    .map(MoneyDto::from)
+                    .unwrap_or(MoneyDto {
+                        amount: 0,
+                        currency: String::new(),
+                    });
+                SeatDto {
+                    seat: seat.label.to_string(),
+                    kind: seat.kind.as_str(),
+                    status,
+                    price,
+                    column: seat.column,
+                    mine,
+                }
+            })
+            .collect();
+        map.rows.push(RowDto {
+            row: row.name,
+            seats,
+        });
+    }
+    map
+}
+
+/// The seat map: every seat with its kind, price and status. An expired hold shows its seats
+/// as available at once. With a token, the caller's own held seats carry `"mine": true`.
+#[utoipa::path(get, path = "/v1/showtimes/{id}/seats", tag = "booking", params(("id" = Uuid, Path)),
+    responses((status = 200, body = SeatMap), (status = 404, body = crate::error::Problem)))]
+async fn seat_map(
+    State(state): State<AppState>,
+    MaybeUser(user): MaybeUser,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<axum::Json<SeatMap>, ApiError> {
+    let showtime = state_of(&state, id).await?;
+    let at = showtime.effective_now(now());
+    Ok(axum::Json(seat_map_of(
+        &showtime,
+        id,
+        at,
+        user.map(|u| u.id),
+    )))
+}

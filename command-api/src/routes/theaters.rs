@@ -1,0 +1,291 @@
+//! Theaters: `POST /v1/theaters`, `GET` and `PATCH /v1/theaters/{id}`.
+
+use super::dto::Errors;
+use crate::auth::Admin;
+use crate::error::{ApiError, AppJson, AppPath};
+use crate::event_store::Metadata;
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use marquee_domain::seating::{LayoutError, SeatLayout};
+use marquee_domain::theater::{
+    Location, Screen, Theater as TheaterAggregate, TheaterChanges, TheaterCommand, TheaterDetails,
+    TheaterError,
+};
+use marquee_domain::{ScreenId, TheaterId};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(create))
+        .routes(routes!(get_one, update))
+}
+
+/// A point on Earth in degrees.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema)]
+pub struct LocationDto {
+    #[schema(example = 40.7128)]
+    pub lat: f64,
+    #[schema(example = -74.006)]
+    pub lon: f64,
+}
+
+/// A screen to create.
+#[derive(Deserialize, ToSchema)]
+pub struct NewScreen {
+    #[schema(example = "Screen 1")]
+    pub name: String,
+    /// One string per row, front row first: `s` standard, `p` premium, `w` wheelchair space,
+    /// `c` companion seat, `.` aisle or gap. Rows are lettered A, B, ...; seats numbered from 1.
+    #[schema(example = json!(["ss.ssss.ss", "pp.pppp.pp", "ww.cccc.ww"]))]
+    pub layout: Vec<String>,
+}
+
+/// A theater to create.
+#[derive(Deserialize, ToSchema)]
+pub struct NewTheater {
+    #[schema(example = "Roxy Downtown")]
+    pub name: String,
+    #[schema(example = "12 Main St")]
+    pub address: String,
+    #[schema(example = "Springfield")]
+    pub city: String,
+    pub location: LocationDto,
+    /// An IANA time zone name.
+    #[schema(example = "America/New_York")]
+    pub timezone: String,
+    pub screens: Vec<NewScreen>,
+}
+
+/// Changes to a theater; absent fields stay as they are. Screens cannot be changed here.
+#[derive(Deserialize, ToSchema)]
+pub struct TheaterPatch {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+    #[serde(default)]
+    pub city: Option<String>,
+    #[serde(default)]
+    pub location: Option<LocationDto>,
+    #[serde(default)]
+    pub timezone: Option<String>,
+}
+
+/// A screen of a theater.
+#[derive(Serialize, ToSchema)]
+pub struct ScreenDto {
+    pub id: Uuid,
+    pub name: String,
+    pub layout: Vec<String>,
+    /// Number of seats.
+    pub capacity: usize,
+}
+
+/// A theater.
+#[derive(Serialize, ToSchema)]
+pub struct Theater {
+    pub id: Uuid,
+    pub name: String,
+    pub address: String,
+    pub city: String,
+    pub location: LocationDto,
+    pub timezone: String,
+    pub screens: Vec<ScreenDto>,
+}
+
+impl Theater {
+    pub fn from_aggregate(t: &TheaterAggregate) -> Option<Self> {
+        let (id, d) = (t.id?, t.details.as_ref()?);
+        Some(Self {
+            id: id.0,
+            name: d.name.clone(),
+            address: d.address.clone(),
+            city: d.city.clone(),
+            location: LocationDto {
+                lat: d.location.lat,
+                lon: d.location.lon,
+            },
+            timezone: d.timezone.clone(),
+            screens: t
+                .screens
+                .iter()
+                .map(|s| ScreenDto {
+                    id: s.id.0,
+                    name: s.name.clone(),
+                    layout: s.layout.clone(),
+                    capacity: SeatLayout::parse(&s.layout)
+                        .map(|l| l.capacity())
+                        .unwrap_or(0),
+                })
+                .collect(),
+        })
+    }
+}
+
+fn check_location(errors: &mut Errors, field: &str, l: LocationDto) -> Location {
+    Location::new(l.lat, l.lon).unwrap_or_else(|| {
+        errors.add(
+            field,
+            "lat must be within [-90, 90] and lon within [-180, 180]",
+        );
+        Location { lat: 0.0, lon: 0.0 }
+    })
+}
+
+fn check_timezone(errors: &mut Errors, tz: &str) -> String {
+    let tz = errors.text("timezone", tz, 64);
+    let ok = tz == "UTC"
+        || (tz.contains('/')
+            && tz
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "/_+-".contains(c)));
+    if !tz.is_empty() && !ok {
+        errors.add(
+            "timezone",
+            "must be an IANA time zone such as America/New_York",
+        );
+    }
+    tz
+}
+
+fn layout_field(screen: usize, e: &LayoutError) -> String {
+    match e.row() {
+        Some(row) => format!("screens[{screen}].layout[{row}]"),
+        None => format!("screens[{screen}].layout"),
+    }
+}
+
+/// Maps a theater rule to its HTTP answer.
+pub fn theater_error(e: TheaterError) -> ApiError {
+    match e {
+        TheaterError::NotFound | TheaterError::UnknownScreen(_) => ApiError::NotFound,
+        TheaterError::AlreadyExists => ApiError::Conflict("the theater already exists".into()),
+        TheaterError::ScreenCount => ApiError::field("screens", e.to_string()),
+        TheaterError::BadLayout { index, source } => {
+            ApiError::field(layout_field(index, &source), source.to_string())
+        }
+        TheaterError::DuplicateScreenName(_) | TheaterError::DuplicateScreenId(_) => {
+            ApiError::field("screens", e.to_string())
+        }
+        TheaterError::ScreenBusy(other) => ApiError::ScreenBusy(format!(
+            "the screen is busy with showtime {other} at that time (runtime plus cleaning gap)"
+        )),
+        TheaterError::EmptySlot => ApiError::field("starts_at", e.to_string()),
+    }
+}
+
+fn parse_new(body: NewTheater) -> Result<(TheaterDetails, Vec<Screen>), ApiError> {
+    let mut errors = Errors::default();
+    let details = TheaterDetails {
+        name: errors.text("name", &body.name, 200),
+        address: errors.text("address", &body.address, 500),
+        city: errors.text("city", &body.city, 200),
+        location: check_location(&mut errors, "location", body.location),
+        timezone: check_timezone(&mut errors, &body.timezone),
+    };
+    let screens = body
+        .screens
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| Screen {
+            id: ScreenId(Uuid::now_v7()),
+            name: errors.text(&format!("screens[{i}].name"), &s.name, 100),
+            layout: s.layout,
+        })
+        .collect();
+    errors.finish()?;
+    Ok((details, screens))
+}
+
+/// Add a theater with its screens (admin).
+#[utoipa::path(post, path = "/v1/theaters", tag = "catalog", security(("bearer" = [])),
+    request_body = NewTheater,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
+    responses((status = 201, body = Theater),
+        (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem),
+        (status = 422, description = "validation-failed, e.g. a bad layout row", body = crate::error::Problem)))]
+async fn create(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    AppJson(body): AppJson<NewTheater>,
+) -> Result<(StatusCode, axum::Json<Theater>), ApiError> {
+    let (details, screens) = parse_new(body)?;
+    let id = TheaterId(Uuid::now_v7());
+    let command = TheaterCommand::Add {
+        id,
+        details,
+        screens,
+    };
+    let meta = Metadata::for_user(admin.id);
+    let (theater, _) = state
+        .store
+        .execute::<TheaterAggregate>(&id.to_string(), command, &meta)
+        .await?
+        .map_err(theater_error)?;
+    let body = Theater::from_aggregate(&theater).expect("the theater was just added");
+    Ok((StatusCode::CREATED, axum::Json(body)))
+}
+
+/// Load a theater aggregate, or 404.
+pub async fn load(state: &AppState, id: Uuid) -> Result<TheaterAggregate, ApiError> {
+    let (theater, _) = state
+        .store
+        .load::<TheaterAggregate>(&id.to_string())
+        .await?;
+    if theater.exists() {
+        Ok(theater)
+    } else {
+        Err(ApiError::NotFound)
+    }
+}
+
+/// A theater with its screens.
+#[utoipa::path(get, path = "/v1/theaters/{id}", tag = "catalog",
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Theater), (status = 404, body = crate::error::Problem)))]
+async fn get_one(
+    State(state): State<AppState>,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<axum::Json<Theater>, ApiError> {
+    let theater = load(&state, id).await?;
+    Ok(axum::Json(
+        Theater::from_aggregate(&theater).ok_or(ApiError::NotFound)?,
+    ))
+}
+
+/// Change a theater's name, address, city, location or time zone (admin).
+#[utoipa::path(patch, path = "/v1/theaters/{id}", tag = "catalog", security(("bearer" = [])),
+    params(("id" = Uuid, Path)), request_body = TheaterPatch,
+    responses((status = 200, body = Theater), (status = 404, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+async fn update(
+    State(state): State<AppState>,
+    Admin(admin): Admin,
+    AppPath(id): AppPath<Uuid>,
+    AppJson(body): AppJson<TheaterPatch>,
+) -> Result<axum::Json<Theater>, ApiError> {
+    let mut errors = Errors::default();
+    let changes = TheaterChanges {
+        name: body.name.map(|v| errors.text("name", &v, 200)),
+        address: body.address.map(|v| errors.text("address", &v, 500)),
+        city: body.city.map(|v| errors.text("city", &v, 200)),
+        location: body
+            .location
+            .map(|l| check_location(&mut errors, "location", l)),
+        timezone: body.timezone.map(|v| check_timezone(&mut errors, &v)),
+    };
+    errors.finish()?;
+    let meta = Metadata::for_user(admin.id);
+    let (theater, _) = state
+        .store
+        .execute::<TheaterAggregate>(&id.to_string(), TheaterCommand::Update(changes), &meta)
+        .await?
+        .map_err(theater_error)?;
+    Ok(axum::Json(
+        Theater::from_aggregate(&theater).ok_or(ApiError::NotFound)?,
+    ))
+}

@@ -1,0 +1,381 @@
+//! Paying and tickets: `POST /v1/tickets`, `GET /v1/tickets/{id}`, `GET /v1/users/me/tickets`.
+//!
+//! Paying runs in three steps so that no charge is ever lost: pin the hold (`PaymentStarted`,
+//! it can no longer expire under the customer), charge the card, then record the outcome:
+//! tickets, a declined payment (the hold stays until it expires), or, when the hold is gone
+//! after all, a refund that is recorded and sent back to the processor.
+
+use super::dto::MoneyDto;
+use super::reservations::showtime_of;
+use super::showtimes::{state_of, write_error};
+use super::{movies, theaters};
+use crate::auth::AuthUser;
+use crate::error::{ApiError, AppJson, AppPath, AppQuery};
+use crate::event_store::{now, Metadata};
+use crate::payment::{luhn_valid, Card, PaymentError};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, TimeDelta, Utc};
+use marquee_domain::showtime::{
+    ConfirmPayment, FailPayment, NewTicket, Showtime, ShowtimeCommand, ShowtimeEvent, StartPayment,
+    Ticket as DomainTicket, TicketStatus,
+};
+use marquee_domain::{PaymentId, ReservationId, ShowtimeId, TicketId, UserId};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(buy))
+        .routes(routes!(get_one))
+        .routes(routes!(my_tickets))
+}
+
+/// Card details. Never stored: only the outcome of the charge is recorded.
+#[derive(Deserialize, ToSchema)]
+pub struct PaymentDto {
+    /// Test numbers: `4242424242424242` succeeds, `4000000000000002` is declined
+    /// (`card_declined`), `4000000000009995` is declined (`insufficient_funds`).
+    #[schema(example = "4242424242424242")]
+    pub card_number: String,
+    #[schema(example = "12/30")]
+    pub expiry: Option<String>,
+    #[schema(example = "123")]
+    pub cvc: Option<String>,
+}
+
+/// Pay for a held reservation.
+#[derive(Deserialize, ToSchema)]
+pub struct Purchase {
+    pub reservation_id: Uuid,
+    pub payment: PaymentDto,
+}
+
+/// One ticket.
+#[derive(Serialize, ToSchema)]
+pub struct Ticket {
+    pub id: Uuid,
+    pub reservation_id: Uuid,
+    pub showtime_id: Uuid,
+    pub movie_title: String,
+    pub theater_name: String,
+    pub screen_name: String,
+    pub starts_at: DateTime<Utc>,
+    pub seat: String,
+    pub price: MoneyDto,
+    /// `valid` or `refunded`.
+    pub status: &'static str,
+    /// The code to show at the door.
+    pub code: String,
+}
+
+/// The tickets of a paid reservation.
+#[derive(Serialize, ToSchema)]
+pub struct Purchased {
+    pub reservation_id: Uuid,
+    pub tickets: Vec<Ticket>,
+}
+
+/// A customer's tickets.
+#[derive(Serialize, ToSchema)]
+pub struct TicketList {
+    pub tickets: Vec<Ticket>,
+}
+
+fn parse_card(p: &PaymentDto) -> Result<Card, ApiError> {
+    let mut errors = super::dto::Errors::default();
+    let number: String = p
+        .card_number
+        .chars()
+        .filter(|c| *c != ' ' && *c != '-')
+        .collect();
+    if !(12..=19).contains(&number.len()) || !luhn_valid(&number) {
+        errors.add("payment.card_number", "is not a valid card number");
+    }
+    if let Some(exp) = &p.expiry {
+        let ok = exp.len() == 5
+            && exp.as_bytes()[2] == b'/'
+            && exp[..2].parse::<u8>().is_ok_and(|m| (1..=12).contains(&m))
+            && exp[3..].parse::<u8>().is_ok();
+        if !ok {
+            errors.add("payment.expiry", "use MM/YY");
+        }
+    }
+    if let Some(cvc) = &p.cvc {
+        if !(3..=4).contains(&cvc.len()) || !cvc.bytes().all(|b| b.is_ascii_digit()) {
+            errors.add("payment.cvc", "must be 3 or 4 digits");
+        }
+    }
+    errors.finish()?;
+    Ok(Card { number })
+}
+
+/// A ticket code: 10 characters from an alphabet without look-alikes (no 0/O, 1/I).
+fn ticket_code() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
+    let mut rng = rand::thread_rng();
+    (0..10)
+        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
+        .collect()
+}
+
+/// Names printed on a ticket.
+struct Names {
+    movie_title: String,
+    theater_name: String,
+    screen_name: String,
+}
+
+async fn names(state: &AppState, s: &Showtime) -> Result<Names, ApiError> {
+    let d = s.details.as_ref().ok_or(ApiError::NotFound)?;
+    let movie = movies::load(state, d.movie_id.0).await?;
+    let theater = theaters::load(state, d.theater_id.0).await?;
+    Ok(Names {
+        movie_title: movie.details.map(|m| m.title).unwrap_or_default(),
+        theater_name: theater
+            .details
+            .as_ref()
+            .map(|t| t.name.clone())
+            .unwrap_or_default(),
+        screen_name: theater
+            .screen(d.screen_id)
+            .map(|s| s.name.clone())
+            .unwrap_or_default(),
+    })
+}
+
+fn ticket_dto(t: &DomainTicket, s: &Showtime, n: &Names) -> Ticket {
+    Ticket {
+        id: t.id.0,
+        reservation_id: t.reservation_id.0,
+        showtime_id: s.id.map(|i| i.0).unwrap_or_default(),
+        movie_title: n.movie_title.clone(),
+        theater_name: n.theater_name.clone(),
+        screen_name: n.screen_name.clone(),
+        starts_at: s.details.as_ref().map(|d| d.starts_at).unwrap_or_default(),
+        seat: t.seat.to_string(),
+        price: (&t.price).into(),
+        status: match t.status {
+            TicketStatus::Valid => "valid",
+            TicketStatus::Refunded => "refunded",
+        },
+        code: t.code.clone(),
+    }
+}
+
+/// Pay for a held reservation and get one ticket per seat.
+#[utoipa::path(post, path = "/v1/tickets", tag = "booking", security(("bearer" = [])),
+    request_body = Purchase,
+    params(("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key never charges twice")),
+    responses((status = 201, body = Purchased),
+        (status = 402, description = "payment-declined, with reason; the hold stays", body = crate::error::Problem),
+        (status = 404, description = "unknown or someone else's reservation", body = crate::error::Problem),
+        (status = 409, description = "already paid, or a payment is in progress", body = crate::error::Problem),
+        (status = 410, description = "reservation-expired", body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+async fn buy(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(body): AppJson<Purchase>,
+) -> Result<(StatusCode, axum::Json<Purchased>), ApiError> {
+    let card = parse_card(&body.payment)?;
+    let reservation = ReservationId(body.reservation_id);
+    let showtime = showtime_of(&state, reservation.0, user.id).await?;
+    let payment = PaymentId(Uuid::now_v7());
+    let meta = Metadata::for_user(user.id);
+    let pin_for = TimeDelta::from_std(state.config.payment_pin).expect("pin time fits");
+    let started = state
+        .writers
+        .execute(
+            showtime,
+            ShowtimeCommand::StartPayment(StartPayment {
+                reservation_id: reservation,
+                customer_id: user.id,
+                payment_id: payment,
+                pin_for,
+                now: now(),
+            }),
+            meta.clone(),
+        )
+        .await
+        .map_err(write_error)?;
+    let amount = started
+        .iter()
+        .find_map(|e| match e {
+            ShowtimeEvent::PaymentStarted(p) => Some(p.amount.clone()),
+            _ => None,
+        })
+        .ok_or_else(|| anyhow::anyhow!("a started payment records PaymentStarted"))?;
+    match state.payments.charge(payment, &amount, &card).await {
+        Ok(()) => confirm(&state, showtime, reservation, payment, meta).await,
+        Err(e) => {
+            let reason = match &e {
+                PaymentError::Declined(r) => r.clone(),
+                PaymentError::Unavailable(_) => "processor_unavailable".into(),
+            };
+            let fail = ShowtimeCommand::FailPayment(FailPayment {
+                reservation_id: reservation,
+                payment_id: payment,
+                reason: reason.clone(),
+                now: now(),
+            });
+            state
+                .writers
+                .execute(showtime, fail, meta)
+                .await
+                .map_err(write_error)?;
+            match e {
+                PaymentError::Declined(_) => Err(ApiError::PaymentDeclined(reason)),
+                PaymentError::Unavailable(cause) => Err(ApiError::Unavailable(cause)),
+            }
+        }
+    }
+}
+
+async fn confirm(
+    state: &AppState,
+    showtime: ShowtimeId,
+    reservation: ReservationId,
+    payment: PaymentId,
+    meta: Metadata,
+) -> Result<(StatusCode, axum::Json<Purchased>), ApiError> {
+    let tickets = (0..marquee_domain::showtime::MAX_SEATS_PER_HOLD)
+        .map(|_| NewTicket {
+            id: TicketId(Uuid::now_v7()),
+            code: ticket_code(),
+        })
+        .collect::<Vec<_>>();
+    let s = state_of(state, showtime.0).await?;
+    let seats = s.holds.get(&reservation).map_or(0, |h| h.seats.len());
+    let command = ShowtimeCommand::ConfirmPayment(ConfirmPayment {
+        reservation_id: reservation,
+        payment_id: payment,
+        tickets: tickets.into_iter().take(seats).collect(),
+        now: now(),
+    });
+    let events = state
+        .writers
+        .execute(showtime, command, meta)
+        .await
+        .map_err(write_error)?;
+    for e in &events {
+        if let ShowtimeEvent::PaymentRefunded { amount, .. } = e {
+            if let Err(err) = state.payments.refund(payment, amount).await {
+                tracing::error!(%payment, error = %err, "refund to the processor failed; it is recorded and must be retried");
+            }
+            return Err(ApiError::ReservationExpired(
+                "the hold ran out before the payment completed; the payment was refunded".into(),
+            ));
+        }
+    }
+    let s = state_of(state, showtime.0).await?;
+    let names = names(state, &s).await?;
+    let tickets = s
+        .tickets
+        .values()
+        .filter(|t| t.payment_id == payment)
+        .map(|t| ticket_dto(t, &s, &names))
+        .collect();
+    Ok((
+        StatusCode::CREATED,
+        axum::Json(Purchased {
+            reservation_id: reservation.0,
+            tickets,
+        }),
+    ))
+}
+
+/// One of the caller's tickets.
+#[utoipa::path(get, path = "/v1/tickets/{id}", tag = "booking", security(("bearer" = [])),
+    params(("id" = Uuid, Path)),
+    responses((status = 200, body = Ticket),
+        (status = 404, description = "unknown, or someone else's", body = crate::error::Problem)))]
+async fn get_one(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppPath(id): AppPath<Uuid>,
+) -> Result<axum::Json<Ticket>, ApiError> {
+    let row: Option<(Uuid, Uuid)> =
+        sqlx::query_as("select showtime_id, customer_id from ticket_index where ticket_id = $1")
+            .bind(id)
+            .fetch_optional(&state.pool)
+            .await?;
+    let showtime = match row {
+        Some((showtime, owner)) if owner == user.id.0 => showtime,
+        _ => return Err(ApiError::NotFound),
+    };
+    let s = state_of(&state, showtime).await?;
+    let ticket = s.tickets.get(&TicketId(id)).ok_or(ApiError::NotFound)?;
+    let names = names(&state, &s).await?;
+    Ok(axum::Json(ticket_dto(ticket, &s, &names)))
+}
+
+/// Which of one's tickets to list.
+#[derive(Deserialize, IntoParams)]
+pub struct TicketFilter {
+    /// `upcoming`, `past` or `all` (the default).
+    pub status: Option<String>,
+}
+
+/// The caller's tickets, upcoming first (soonest first), then past ones (latest first).
+#[utoipa::path(get, path = "/v1/users/me/tickets", tag = "users", security(("bearer" = [])),
+    params(TicketFilter),
+    responses((status = 200, body = TicketList), (status = 401, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+async fn my_tickets(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppQuery(filter): AppQuery<TicketFilter>,
+) -> Result<axum::Json<TicketList>, ApiError> {
+    let which = filter.status.as_deref().unwrap_or("all");
+    if !["upcoming", "past", "all"].contains(&which) {
+        return Err(ApiError::field("status", "use upcoming, past or all"));
+    }
+    let tickets = tickets_of(&state, user.id).await?;
+    let at = now();
+    let mut list: Vec<Ticket> = tickets
+        .into_iter()
+        .filter(|t| match which {
+            "upcoming" => t.starts_at > at,
+            "past" => t.starts_at <= at,
+            _ => true,
+        })
+        .collect();
+    list.sort_by(|a, b| {
+        let (ua, ub) = (a.starts_at > at, b.starts_at > at);
+        ub.cmp(&ua).then(if ua {
+            a.starts_at.cmp(&b.starts_at)
+        } else {
+            b.starts_at.cmp(&a.starts_at)
+        })
+    });
+    Ok(axum::Json(TicketList { tickets: list }))
+}
+
+async fn tickets_of(state: &AppState, user: UserId) -> Result<Vec<Ticket>, ApiError> {
+    let rows: Vec<(Uuid, Uuid)> =
+        sqlx::query_as("select showtime_id, ticket_id from ticket_index where customer_id = $1")
+            .bind(user.0)
+            .fetch_all(&state.pool)
+            .await?;
+    let mut by_showtime: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
+    for (showtime, ticket) in rows {
+        by_showtime.entry(showtime).or_default().push(ticket);
+    }
+    let mut out = Vec::new();
+    for (showtime, ids) in by_showtime {
+        let s = state_of(state, showtime).await?;
+        let names = names(state, &s).await?;
+        out.extend(
+            ids.iter()
+                .filter_map(|id| s.tickets.get(&TicketId(*id)))
+                .map(|t| ticket_dto(t, &s, &names)),
+        );
+    }
+    Ok(out)
+}

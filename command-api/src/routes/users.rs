@@ -1,0 +1,200 @@
+//! Accounts and tokens: `/v1/users`, `/v1/auth/token`, `/v1/users/me`.
+
+use super::dto::Errors;
+use crate::auth::{hash_password, verify_password, AuthUser, TOKEN_TTL_SECONDS};
+use crate::error::{ApiError, AppJson};
+use crate::state::AppState;
+use axum::extract::State;
+use axum::http::StatusCode;
+use chrono::{DateTime, Utc};
+use marquee_domain::UserId;
+use serde::{Deserialize, Serialize};
+use sqlx::FromRow;
+use utoipa::ToSchema;
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new()
+        .routes(routes!(register))
+        .routes(routes!(token))
+        .routes(routes!(me, update_me))
+}
+
+/// A registration.
+#[derive(Deserialize, ToSchema)]
+pub struct NewUser {
+    #[schema(example = "ann@example.com")]
+    pub email: String,
+    /// At least 8 characters.
+    pub password: String,
+    #[schema(example = "Ann Smith")]
+    pub name: String,
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+/// An account as its owner sees it.
+#[derive(Serialize, ToSchema, FromRow)]
+pub struct User {
+    pub id: Uuid,
+    pub email: String,
+    pub name: String,
+    pub address: Option<String>,
+    /// `customer`, and `admin` for administrators.
+    pub roles: Vec<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Credentials for a token.
+#[derive(Deserialize, ToSchema)]
+pub struct Credentials {
+    pub email: String,
+    pub password: String,
+}
+
+/// A bearer token.
+#[derive(Serialize, ToSchema)]
+pub struct Token {
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the token expires.
+    pub expires_in: i64,
+}
+
+/// Changes to one's own account; absent fields stay as they are.
+#[derive(Deserialize, ToSchema)]
+pub struct UserChanges {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub address: Option<String>,
+}
+
+const MAX_PASSWORD: usize = 1024;
+
+fn check_email(errors: &mut Errors, email: &str) -> String {
+    let email = errors.text("email", email, 254);
+    let valid = email.split_once('@').is_some_and(|(local, domain)| {
+        !local.is_empty()
+            && domain.contains('.')
+            && !domain.starts_with('.')
+            && !domain.ends_with('.')
+    }) && !email.contains(char::is_whitespace);
+    if !email.is_empty() && !valid {
+        errors.add("email", "must be an email address such as ann@example.com");
+    }
+    email
+}
+
+/// Register a customer account.
+#[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser,
+    params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
+    responses((status = 201, body = User),
+        (status = 409, description = "email-taken", body = crate::error::Problem),
+        (status = 422, description = "validation-failed", body = crate::error::Problem)))]
+async fn register(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<NewUser>,
+) -> Result<(StatusCode, axum::Json<User>), ApiError> {
+    let mut errors = Errors::default();
+    let email = check_email(&mut errors, &body.email);
+    let name = errors.text("name", &body.name, 200);
+    let address = errors.optional_text("address", body.address.as_deref(), 500);
+    let chars = body.password.chars().count();
+    if !(8..=MAX_PASSWORD).contains(&chars) {
+        errors.add(
+            "password",
+            format!("must be 8 to {MAX_PASSWORD} characters"),
+        );
+    }
+    errors.finish()?;
+    let hash = hash_password(body.password).await?;
+    let user = sqlx::query_as::<_, User>(
+        "insert into accounts (id, email, password_hash, name, address)
+         values ($1, $2, $3, $4, $5)
+         on conflict ((lower(email))) do nothing
+         returning id, email, name, address, roles, created_at",
+    )
+    .bind(Uuid::now_v7())
+    .bind(&email)
+    .bind(hash)
+    .bind(name)
+    .bind(address)
+    .fetch_optional(&state.pool)
+    .await?
+    .ok_or(ApiError::EmailTaken)?;
+    tracing::info!(user = %user.id, "account registered");
+    Ok((StatusCode::CREATED, axum::Json(user)))
+}
+
+/// Exchange email and password for a bearer token.
+#[utoipa::path(post, path = "/v1/auth/token", tag = "users", request_body = Credentials,
+    responses((status = 200, body = Token),
+        (status = 401, description = "unauthenticated: unknown email or wrong password", body = crate::error::Problem)))]
+async fn token(
+    State(state): State<AppState>,
+    AppJson(body): AppJson<Credentials>,
+) -> Result<axum::Json<Token>, ApiError> {
+    let row: Option<(Uuid, String, Vec<String>)> = sqlx::query_as(
+        "select id, password_hash, roles from accounts where lower(email) = lower($1)",
+    )
+    .bind(body.email.trim())
+    .fetch_optional(&state.pool)
+    .await?;
+    let password = body.password.chars().take(MAX_PASSWORD).collect();
+    let hash = row.as_ref().map(|r| r.1.clone());
+    if !verify_password(password, hash).await? {
+        return Err(ApiError::Unauthenticated("wrong email or password"));
+    }
+    let (id, _, roles) = row.expect("verify_password is false without a stored hash");
+    Ok(axum::Json(Token {
+        access_token: state.keys.issue(UserId(id), &roles),
+        token_type: "Bearer",
+        expires_in: TOKEN_TTL_SECONDS,
+    }))
+}
+
+/// The caller's own account.
+#[utoipa::path(get, path = "/v1/users/me", tag = "users", security(("bearer" = [])),
+    responses((status = 200, body = User), (status = 401, body = crate::error::Problem)))]
+async fn me(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<User>, ApiError> {
+    sqlx::query_as::<_, User>(
+        "select id, email, name, address, roles, created_at from accounts where id = $1",
+    )
+    .bind(user.id.0)
+    .fetch_optional(&state.pool)
+    .await?
+    .map(axum::Json)
+    .ok_or(ApiError::Unauthenticated("the account no longer exists"))
+}
+
+/// Change one's name or address.
+#[utoipa::path(patch, path = "/v1/users/me", tag = "users", security(("bearer" = [])),
+    request_body = UserChanges,
+    responses((status = 200, body = User), (status = 401, body = crate::error::Problem),
+        (status = 422, body = crate::error::Problem)))]
+async fn update_me(
+    State(state): State<AppState>,
+    user: AuthUser,
+    AppJson(body): AppJson<UserChanges>,
+) -> Result<axum::Json<User>, ApiError> {
+    let mut errors = Errors::default();
+    let name = body.name.as_deref().map(|n| errors.text("name", n, 200));
+    let address = errors.optional_text("address", body.address.as_deref(), 500);
+    errors.finish()?;
+    sqlx::query_as::<_, User>(
+        "update accounts set name = coalesce($2, name), address = coalesce($3, address),
+                updated_at = now()
+         where id = $1
+         returning id, email, name, address, roles, created_at",
+    )
+    .bind(user.id.0)
+    .bind(name)
+    .bind(address)
+    .fetch_optional(&state.pool)
+    .await?
+    .map(axum::Json)
+    .ok_or(ApiError::Unauthenticated("the account no longer exists"))
+}

@@ -1,0 +1,319 @@
+//! The per-showtime writer: one task per active showtime owns its state in memory and
+//! serializes every command for it.
+//!
+//! A hot showtime gets thousands of holds at once. Load-decide-append-retry collapses there
+//! (every contender reloads and most appends lose the race), so instead each showtime has one
+//! task that drains its queue, decides every queued command against the in-memory state,
+//! appends all resulting events in ONE transaction, and only then answers each caller. The
+//! events table's `(aggregate_type, aggregate_id, sequence)` key stays the backstop: if another
+//! process wrote the showtime meanwhile, the whole batch fails, the writer reloads and decides
+//! the batch again, and callers never see it.
+//!
+//! The queue is bounded: when it is full the caller is told at once ([`WriteError::Overloaded`])
+//! instead of waiting. A writer with nothing to do for [`IDLE_AFTER`] goes away.
+
+use crate::booking_index;
+use crate::event_store::{to_new_events, EventStore, Metadata, StoreError};
+use marquee_domain::showtime::{Showtime, ShowtimeCommand, ShowtimeError, ShowtimeEvent};
+use marquee_domain::ShowtimeId;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::{mpsc, oneshot, OnceCell};
+
+/// A writer with an empty queue for this long stops and frees its memory.
+pub const IDLE_AFTER: Duration = Duration::from_secs(60);
+/// Most commands decided and appended together.
+const MAX_BATCH: usize = 512;
+/// How often a batch is decided again after losing races to another process.
+const MAX_ATTEMPTS: usize = 8;
+
+/// Why a command did not go through.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// A business rule refused it; nothing was written.
+    #[error(transparent)]
+    Rejected(#[from] ShowtimeError),
+    /// The showtime's queue is full.
+    #[error("the showtime has too many requests waiting")]
+    Overloaded,
+    /// The event store failed; nothing was written.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+struct Job {
+    command: ShowtimeCommand,
+    meta: Metadata,
+    reply: oneshot::Sender<Result<Vec<ShowtimeEvent>, WriteError>>,
+}
+
+/// The committed state of a showtime, shared with readers.
+pub type SharedState = Arc<RwLock<Showtime>>;
+
+#[derive(Clone)]
+struct Handle {
+    queue: mpsc::Sender<Job>,
+    state: SharedState,
+}
+
+type Slot = Arc<OnceCell<Handle>>;
+
+/// All writers of this process.
+#[derive(Clone)]
+pub struct Writers {
+    slots: Arc<Mutex<HashMap<ShowtimeId, Slot>>>,
+    store: EventStore,
+    queue_capacity: usize,
+}
+
+impl Writers {
+    pub fn new(store: EventStore, queue_capacity: usize) -> Self {
+        Self {
+            slots: Default::default(),
+            store,
+            queue_capacity,
+        }
+    }
+
+    /// Runs a command on a showtime and returns the events it recorded.
+    pub async fn execute(
+        &self,
+        id: ShowtimeId,
+        command: ShowtimeCommand,
+        meta: Metadata,
+    ) -> Result<Vec<ShowtimeEvent>, WriteError> {
+        let mut job = Job {
+            command,
+            meta,
+            reply: oneshot::channel().0,
+        };
+        // A writer that has just gone idle closes its queue; the second try starts a new one.
+        for _ in 0..2 {
+            let Some(handle) = self.handle(id).await? else {
+                return Err(ShowtimeError::NotFound.into());
+            };
+            let (reply, answer) = oneshot::channel();
+            job.reply = reply;
+            match handle.queue.try_send(job) {
+                Ok(()) => {
+                    return answer.await.unwrap_or_else(|_| {
+                        Err(StoreError::Other("the showtime writer stopped".into()).into())
+                    })
+                }
+                Err(mpsc::error::TrySendError::Full(_)) => return Err(WriteError::Overloaded),
+                Err(mpsc::error::TrySendError::Closed(j)) => job = j,
+            }
+        }
+        Err(StoreError::Other("the showtime writer keeps stopping".into()).into())
+    }
+
+    /// The committed state of a showtime, or `None` if it was never scheduled.
+    pub async fn state(&self, id: ShowtimeId) -> Result<Option<SharedState>, StoreError> {
+        Ok(self.handle(id).await?.map(|h| h.state))
+    }
+
+    /// The writer of a showtime, started (and its state loaded) if needed.
+    async fn handle(&self, id: ShowtimeId) -> Result<Option<Handle>, StoreError> {
+        let slot = self
+            .slots
+            .lock()
+            .expect("lock poisoned")
+            .entry(id)
+            .or_default()
+            .clone();
+        let loaded = slot.get_or_try_init(|| self.start(id)).await;
+        match loaded {
+            Ok(handle) => Ok(Some(handle.clone())),
+            Err(StartError::Missing) => {
+                self.forget(id, &slot);
+                Ok(None)
+            }
+            Err(StartError::Store(e)) => {
+                self.forget(id, &slot);
+                Err(e)
+            }
+        }
+    }
+
+    fn forget(&self, id: ShowtimeId, slot: &Slot) {
+        let mut slots = self.slots.lock().expect("lock poisoned");
+        if slots.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
+            slots.remove(&id);
+        }
+    }
+
+    async fn start(&self, id: ShowtimeId) -> Result<Handle, StartError> {
+        let (state, version) = self.store.load::<Showtime>(&id.to_string()).await?;
+        if !state.exists() {
+            // Not cached: a showtime scheduled a moment later must not meet a stale writer.
+            return Err(StartError::Missing);
+        }
+        let (queue, jobs) = mpsc::channel(self.queue_capacity);
+        let shared = Arc::new(RwLock::new(state.clone()));
+        let task = Writer {
+            id,
+            working: state,
+            committed: shared.clone(),
+            version,
+            store: self.store.clone(),
+            writers: self.clone(),
+        };
+        tokio::spawn(task.run(jobs));
+        Ok(Handle {
+            queue,
+            state: shared,
+        })
+    }
+}
+
+enum StartError {
+    Missing,
+    Store(StoreError),
+}
+
+impl From<StoreError> for StartError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e)
+    }
+}
+
+struct Writer {
+    id: ShowtimeId,
+    /// Where the current batch is decided; equal to `committed` between batches.
+    working: Showtime,
+    committed: SharedState,
+    /// Sequence of the last stored event.
+    version: usize,
+    store: EventStore,
+    writers: Writers,
+}
+
+impl Writer {
+    async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+        loop {
+            let first = match tokio::time::timeout(IDLE_AFTER, jobs.recv()).await {
+                Ok(Some(job)) => job,
+                Ok(None) => return,
+                Err(_idle) => break,
+            };
+            let mut batch = vec![first];
+            while batch.len() < MAX_BATCH {
+                match jobs.try_recv() {
+                    Ok(job) => batch.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.process(batch).await;
+        }
+        // Going idle: leave the map first so new callers start a fresh writer, then close the
+        // queue and finish what was already sent.
+        if let Some(slot) = self
+            .writers
+            .slots
+            .lock()
+            .expect("lock poisoned")
+            .remove(&self.id)
+        {
+            drop(slot);
+        }
+        jobs.close();
+        while let Some(job) = jobs.recv().await {
+            self.process(vec![job]).await;
+        }
+    }
+
+    async fn process(&mut self, batch: Vec<Job>) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let decided = self.decide_all(&batch);
+            match self.append(&batch, &decided).await {
+                Ok(()) => {
+                    self.publish(&decided);
+                    return answer(batch, decided);
+                }
+                Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
+                    tracing::info!(showtime = %self.id, attempt, "another writer appended first; reloading");
+                    if let Err(e) = self.reload().await {
+                        return fail(batch, e);
+                    }
+                }
+                Err(e) => {
+                    self.working = self.committed.read().expect("lock poisoned").clone();
+                    return fail(batch, e);
+                }
+            }
+        }
+    }
+
+    /// Decides every job in order, each against the state the earlier ones left.
+    fn decide_all(&mut self, batch: &[Job]) -> Vec<Result<Vec<ShowtimeEvent>, ShowtimeError>> {
+        batch
+            .iter()
+            .map(|job| {
+                let events = self.working.decide(job.command.clone())?;
+                for e in &events {
+                    cqrs_es::Aggregate::apply(&mut self.working, e.clone());
+                }
+                Ok(events)
+            })
+            .collect()
+    }
+
+    async fn append(
+        &mut self,
+        batch: &[Job],
+        decided: &[Result<Vec<ShowtimeEvent>, ShowtimeError>],
+    ) -> Result<(), StoreError> {
+        let id = self.id.to_string();
+        let mut rows = Vec::new();
+        let mut events = Vec::new();
+        for (job, events_of_job) in batch.iter().zip(decided) {
+            if let Ok(evs) = events_of_job {
+                let after = self.version + rows.len();
+                rows.extend(to_new_events::<Showtime>(&id, after, evs, &job.meta));
+                events.extend(evs.iter().cloned());
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.store.pool().begin().await?;
+        crate::event_store::insert(&mut tx, &rows).await?;
+        booking_index::record(&mut tx, self.id, &events).await?;
+        tx.commit().await?;
+        self.version += rows.len();
+        Ok(())
+    }
+
+    fn publish(&mut self, decided: &[Result<Vec<ShowtimeEvent>, ShowtimeError>]) {
+        let mut committed = self.committed.write().expect("lock poisoned");
+        for events in decided.iter().flatten() {
+            for e in events {
+                cqrs_es::Aggregate::apply(&mut *committed, e.clone());
+            }
+        }
+    }
+
+    async fn reload(&mut self) -> Result<(), StoreError> {
+        let (state, version) = self.store.load::<Showtime>(&self.id.to_string()).await?;
+        *self.committed.write().expect("lock poisoned") = state.clone();
+        self.working = state;
+        self.version = version;
+        Ok(())
+    }
+}
+
+fn answer(batch: Vec<Job>, decided: Vec<Result<Vec<ShowtimeEvent>, ShowtimeError>>) {
+    for (job, result) in batch.into_iter().zip(decided) {
+        // A caller that gave up has dropped its receiver; nothing to tell it.
+        let _ = job.reply.send(result.map_err(WriteError::from));
+    }
+}
+
+fn fail(batch: Vec<Job>, e: StoreError) {
+    for job in batch {
+        let _ = job.reply.send(Err(e.duplicate().into()));
+    }
+}
