@@ -211,6 +211,35 @@ impl EventStore {
         Ok((aggregate, version))
     }
 
+    /// The events of an aggregate after sequence `after`, with their sequences.
+    pub async fn events_after<A: Aggregate>(
+        &self,
+        id: &str,
+        after: usize,
+    ) -> Result<Vec<(usize, A::Event)>, StoreError> {
+        let events = self
+            .repo
+            .get_last_events::<A>(id, after)
+            .await
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+        events
+            .into_iter()
+            .map(|e| Ok((e.sequence, to_envelope::<A>(e)?.payload)))
+            .collect()
+    }
+
+    /// The last sequence stored for an aggregate (0 when it has no events).
+    pub async fn last_sequence(&self, aggregate_type: &str, id: &str) -> Result<usize, StoreError> {
+        let last: Option<i64> = sqlx::query_scalar(
+            "select max(sequence) from events where aggregate_type = $1 and aggregate_id = $2",
+        )
+        .bind(aggregate_type)
+        .bind(id)
+        .fetch_one(&self.pool)
+        .await?;
+        Ok(last.unwrap_or(0) as usize)
+    }
+
     /// Load, decide and append, again on a conflict with another writer. The stock cqrs-es
     /// path, fit for aggregates that see little contention (theaters, movies).
     pub async fn execute<A>(

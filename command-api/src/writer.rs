@@ -48,12 +48,26 @@ struct Job {
     reply: oneshot::Sender<Result<Vec<ShowtimeEvent>, WriteError>>,
 }
 
+/// What a writer's queue carries.
+enum Message {
+    Command(Box<Job>),
+    /// Catch up with events another process appended, then answer.
+    CatchUp(oneshot::Sender<Result<(), StoreError>>),
+}
+
+/// A showtime as last committed, with the sequence of its last event.
+#[derive(Clone, Debug)]
+pub struct Committed {
+    pub showtime: Showtime,
+    pub version: usize,
+}
+
 /// The committed state of a showtime, shared with readers.
-pub type SharedState = Arc<RwLock<Showtime>>;
+pub type SharedState = Arc<RwLock<Committed>>;
 
 #[derive(Clone)]
 struct Handle {
-    queue: mpsc::Sender<Job>,
+    queue: mpsc::Sender<Message>,
     state: SharedState,
 }
 
@@ -95,22 +109,43 @@ impl Writers {
             };
             let (reply, answer) = oneshot::channel();
             job.reply = reply;
-            match handle.queue.try_send(job) {
+            match handle.queue.try_send(Message::Command(Box::new(job))) {
                 Ok(()) => {
                     return answer.await.unwrap_or_else(|_| {
                         Err(StoreError::Other("the showtime writer stopped".into()).into())
                     })
                 }
                 Err(mpsc::error::TrySendError::Full(_)) => return Err(WriteError::Overloaded),
-                Err(mpsc::error::TrySendError::Closed(j)) => job = j,
+                Err(mpsc::error::TrySendError::Closed(Message::Command(j))) => job = *j,
+                Err(mpsc::error::TrySendError::Closed(_)) => unreachable!("a command was sent"),
             }
         }
         Err(StoreError::Other("the showtime writer keeps stopping".into()).into())
     }
 
-    /// The committed state of a showtime, or `None` if it was never scheduled.
+    /// The committed state of a showtime, or `None` if it was never scheduled. It includes
+    /// every event stored when the call began, also those another process appended: one
+    /// index lookup tells whether the writer must catch up first.
     pub async fn state(&self, id: ShowtimeId) -> Result<Option<SharedState>, StoreError> {
-        Ok(self.handle(id).await?.map(|h| h.state))
+        let Some(handle) = self.handle(id).await? else {
+            return Ok(None);
+        };
+        let stored = self
+            .store
+            .last_sequence(<Showtime as cqrs_es::Aggregate>::TYPE, &id.to_string())
+            .await?;
+        let known = handle.state.read().expect("lock poisoned").version;
+        if stored > known {
+            let (done, wait) = oneshot::channel();
+            // A full queue already has a command in it, which catches up on its own conflict;
+            // a closed one belonged to an idle writer. Either way, read what is there.
+            if handle.queue.send(Message::CatchUp(done)).await.is_ok() {
+                if let Ok(result) = wait.await {
+                    result?;
+                }
+            }
+        }
+        Ok(Some(handle.state))
     }
 
     /// The writer of a showtime, started (and its state loaded) if needed.
@@ -150,7 +185,10 @@ impl Writers {
             return Err(StartError::Missing);
         }
         let (queue, jobs) = mpsc::channel(self.queue_capacity);
-        let shared = Arc::new(RwLock::new(state.clone()));
+        let shared = Arc::new(RwLock::new(Committed {
+            showtime: state.clone(),
+            version,
+        }));
         let task = Writer {
             id,
             working: state,
@@ -190,36 +228,56 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut jobs: mpsc::Receiver<Job>) {
+    async fn run(mut self, mut queue: mpsc::Receiver<Message>) {
         loop {
-            let first = match tokio::time::timeout(IDLE_AFTER, jobs.recv()).await {
-                Ok(Some(job)) => job,
+            let first = match tokio::time::timeout(IDLE_AFTER, queue.recv()).await {
+                Ok(Some(message)) => message,
                 Ok(None) => return,
                 Err(_idle) => break,
             };
-            let mut batch = vec![first];
-            while batch.len() < MAX_BATCH {
-                match jobs.try_recv() {
-                    Ok(job) => batch.push(job),
-                    Err(_) => break,
+            let mut batch = Vec::new();
+            let mut waiting = Vec::new();
+            let mut next = Some(first);
+            while let Some(message) = next.take() {
+                match message {
+                    Message::Command(job) => batch.push(*job),
+                    Message::CatchUp(done) => waiting.push(done),
+                }
+                if batch.len() < MAX_BATCH {
+                    next = queue.try_recv().ok();
                 }
             }
-            self.process(batch).await;
+            self.serve(batch, waiting).await;
         }
         // Going idle: leave the map first so new callers start a fresh writer, then close the
         // queue and finish what was already sent.
-        if let Some(slot) = self
-            .writers
+        self.writers
             .slots
             .lock()
             .expect("lock poisoned")
-            .remove(&self.id)
-        {
-            drop(slot);
+            .remove(&self.id);
+        queue.close();
+        while let Some(message) = queue.recv().await {
+            match message {
+                Message::Command(job) => self.serve(vec![*job], vec![]).await,
+                Message::CatchUp(done) => self.serve(vec![], vec![done]).await,
+            }
         }
-        jobs.close();
-        while let Some(job) = jobs.recv().await {
-            self.process(vec![job]).await;
+    }
+
+    async fn serve(
+        &mut self,
+        batch: Vec<Job>,
+        waiting: Vec<oneshot::Sender<Result<(), StoreError>>>,
+    ) {
+        if !waiting.is_empty() {
+            let result = self.catch_up().await;
+            for done in waiting {
+                let _ = done.send(result.as_ref().map(|_| ()).map_err(StoreError::duplicate));
+            }
+        }
+        if !batch.is_empty() {
+            self.process(batch).await;
         }
     }
 
@@ -234,13 +292,18 @@ impl Writer {
                     return answer(batch, decided);
                 }
                 Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
-                    tracing::info!(showtime = %self.id, attempt, "another writer appended first; reloading");
-                    if let Err(e) = self.reload().await {
+                    tracing::info!(showtime = %self.id, attempt, "another writer appended first; catching up");
+                    if let Err(e) = self.catch_up().await {
                         return fail(batch, e);
                     }
                 }
                 Err(e) => {
-                    self.working = self.committed.read().expect("lock poisoned").clone();
+                    self.working = self
+                        .committed
+                        .read()
+                        .expect("lock poisoned")
+                        .showtime
+                        .clone();
                     return fail(batch, e);
                 }
             }
@@ -291,16 +354,27 @@ impl Writer {
         let mut committed = self.committed.write().expect("lock poisoned");
         for events in decided.iter().flatten() {
             for e in events {
-                cqrs_es::Aggregate::apply(&mut *committed, e.clone());
+                cqrs_es::Aggregate::apply(&mut committed.showtime, e.clone());
             }
         }
+        committed.version = self.version;
     }
 
-    async fn reload(&mut self) -> Result<(), StoreError> {
-        let (state, version) = self.store.load::<Showtime>(&self.id.to_string()).await?;
-        *self.committed.write().expect("lock poisoned") = state.clone();
-        self.working = state;
-        self.version = version;
+    /// Applies the events other processes appended since our last one. Also undoes the
+    /// uncommitted decisions of a failed batch: `working` restarts from `committed`.
+    async fn catch_up(&mut self) -> Result<(), StoreError> {
+        let id = self.id.to_string();
+        let newer = self
+            .store
+            .events_after::<Showtime>(&id, self.version)
+            .await?;
+        let mut committed = self.committed.write().expect("lock poisoned");
+        for (sequence, event) in newer {
+            cqrs_es::Aggregate::apply(&mut committed.showtime, event);
+            self.version = sequence;
+        }
+        committed.version = self.version;
+        self.working = committed.showtime.clone();
         Ok(())
     }
 }

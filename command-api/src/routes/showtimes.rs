@@ -244,7 +244,7 @@ pub async fn state_of(state: &AppState, id: Uuid) -> Result<ShowtimeAggregate, A
         .state(ShowtimeId(id))
         .await?
         .ok_or(ApiError::NotFound)?;
-    let snapshot = shared.read().expect("lock poisoned").clone();
+    let snapshot = shared.read().expect("lock poisoned").showtime.clone();
     Ok(snapshot)
 }
 

@@ -1,0 +1,134 @@
+//! Many customers at once on a few seats: no seat is ever held or sold twice, and every
+//! acknowledged hold is in the event store.
+
+use crate::helpers::*;
+use futures::future::join_all;
+use futures::StreamExt;
+use marquee_domain::audit::audit;
+use marquee_domain::showtime::ShowtimeEvent;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::collections::{HashMap, HashSet};
+
+const CUSTOMERS: usize = 120;
+const SEATS: [&str; 6] = ["A1", "A2", "A3", "A4", "B1", "B2"];
+
+/// Half the customers want one contested seat, the other half two of them.
+fn wish(i: usize) -> Vec<&'static str> {
+    let n = SEATS.len();
+    if i % 2 == 0 {
+        vec![SEATS[(i / 2) % n]]
+    } else {
+        vec![SEATS[(i / 2) % n], SEATS[(i / 2 + 3) % n]]
+    }
+}
+
+async fn stored_events(app: &TestApp, showtime: &str) -> Vec<ShowtimeEvent> {
+    let payloads: Vec<Value> = sqlx::query_scalar(
+        "select payload from events where aggregate_type = 'Showtime' and aggregate_id = $1
+         order by sequence",
+    )
+    .bind(showtime)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    payloads
+        .into_iter()
+        .map(|p| serde_json::from_value(p).unwrap())
+        .collect()
+}
+
+/// Fires every customer's hold at once, spread over `apps` (engine processes sharing one
+/// database), then every successful holder pays at once. Checks the invariants after each.
+async fn contend(apps: &[&TestApp]) {
+    let first = apps[0];
+    let showtime = first.showtime().await;
+    // Registration hashes passwords (deliberately slow); a few at a time is enough.
+    let tokens: Vec<String> = futures::stream::iter((0..CUSTOMERS).map(|_| first.customer()))
+        .buffered(8)
+        .collect()
+        .await;
+
+    let holds = join_all(tokens.iter().enumerate().map(|(i, token)| {
+        let app = apps[i % apps.len()];
+        let showtime = showtime.clone();
+        async move { (i, app.hold(token, &showtime, &wish(i)).await) }
+    }))
+    .await;
+    let mut acknowledged = Vec::new();
+    for (i, r) in holds {
+        match r.status() {
+            StatusCode::CREATED => {
+                let body: Value = r.json().await.unwrap();
+                acknowledged.push((
+                    i,
+                    body["id"].as_str().unwrap().to_owned(),
+                    body["seats"].clone(),
+                ));
+            }
+            StatusCode::CONFLICT => {
+                problem(r, 409, "seats-unavailable").await;
+            }
+            other => panic!("unexpected answer {other}: {}", r.text().await.unwrap()),
+        }
+    }
+    assert!(!acknowledged.is_empty(), "someone got seats");
+
+    // Every acknowledged hold is stored, and no seat is in two of them (holds last minutes).
+    let events = stored_events(first, &showtime).await;
+    let stored: HashSet<String> = events
+        .iter()
+        .filter_map(|e| match e {
+            ShowtimeEvent::SeatsHeld(h) => Some(h.reservation_id.to_string()),
+            _ => None,
+        })
+        .collect();
+    let mut owner: HashMap<String, usize> = HashMap::new();
+    for (i, id, seats) in &acknowledged {
+        assert!(
+            stored.contains(id),
+            "acknowledged hold {id} is in the event store"
+        );
+        for seat in seats.as_array().unwrap() {
+            let seat = seat.as_str().unwrap().to_owned();
+            if let Some(other) = owner.insert(seat.clone(), *i) {
+                panic!("seat {seat} acknowledged to customers {other} and {i}");
+            }
+        }
+    }
+    assert_eq!(audit(&events), Vec::<String>::new());
+
+    // Everyone who holds seats pays at once, through any process.
+    let payments = join_all(acknowledged.iter().map(|(i, id, _)| {
+        let app = apps[(i + 1) % apps.len()];
+        let token = &tokens[*i];
+        async move { app.pay(token, id, "4242424242424242").await }
+    }))
+    .await;
+    let mut sold = HashSet::new();
+    for r in payments {
+        assert_eq!(r.status(), StatusCode::CREATED);
+        let body: Value = r.json().await.unwrap();
+        for t in body["tickets"].as_array().unwrap() {
+            let seat = t["seat"].as_str().unwrap().to_owned();
+            assert!(sold.insert(seat.clone()), "seat {seat} sold twice");
+        }
+    }
+    let events = stored_events(first, &showtime).await;
+    assert_eq!(audit(&events), Vec::<String>::new());
+    let map = first.seat_statuses(&showtime, None).await;
+    assert_eq!(map["sold"].as_u64().unwrap() as usize, sold.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_hundred_customers_racing_for_six_seats_never_share_one() {
+    let app = spawn_app().await;
+    contend(&[&app]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_engine_processes_on_one_database_never_share_a_seat() {
+    let app = spawn_app().await;
+    let other = spawn_with(app.config.clone()).await;
+    contend(&[&app, &other]).await;
+}

@@ -1,0 +1,142 @@
+use crate::helpers::*;
+use reqwest::StatusCode;
+use serde_json::json;
+
+#[tokio::test]
+async fn malformed_json_and_wrong_types_are_400_and_change_nothing() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let before = app.event_count().await;
+    let send = |body: &'static str| {
+        app.client
+            .post(app.url("/v1/reservations"))
+            .bearer_auth(&ann)
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+    };
+    problem(send("{not json").await.unwrap(), 400, "malformed-request").await;
+    problem(
+        send(r#"{"showtime_id": 5, "seats": "A1"}"#).await.unwrap(),
+        400,
+        "malformed-request",
+    )
+    .await;
+    let deep = "[".repeat(10_000);
+    let r = app
+        .client
+        .post(app.url("/v1/reservations"))
+        .bearer_auth(&ann)
+        .header("content-type", "application/json")
+        .body(deep)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 400, "malformed-request").await;
+    let _ = showtime;
+    assert_eq!(app.event_count().await, before);
+}
+
+#[tokio::test]
+async fn a_body_without_json_content_type_is_415() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .post(app.url("/v1/users"))
+        .body(r#"{"email":"a@b.co","password":"12345678","name":"A"}"#)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 415, "unsupported-media-type").await;
+}
+
+#[tokio::test]
+async fn a_huge_body_is_413() {
+    let app = spawn_app().await;
+    let name = "x".repeat(200_000);
+    let r = app
+        .post(
+            "/v1/users",
+            None,
+            &json!({"email": "a@b.co", "password": "12345678", "name": name}),
+        )
+        .await;
+    problem(r, 413, "payload-too-large").await;
+}
+
+#[tokio::test]
+async fn unknown_routes_methods_and_ids_are_problems_too() {
+    let app = spawn_app().await;
+    problem(app.get("/v1/nothing-here", None).await, 404, "not-found").await;
+    problem(
+        app.get("/v1/showtimes/not-a-uuid", None).await,
+        404,
+        "not-found",
+    )
+    .await;
+    let id = uuid::Uuid::now_v7();
+    problem(
+        app.get(&format!("/v1/showtimes/{id}/seats"), None).await,
+        404,
+        "not-found",
+    )
+    .await;
+    problem(
+        app.get(&format!("/v1/movies/{id}"), None).await,
+        404,
+        "not-found",
+    )
+    .await;
+    let r = app.client.put(app.url("/v1/movies")).send().await.unwrap();
+    problem(r, 405, "method-not-allowed").await;
+}
+
+#[tokio::test]
+async fn bad_card_numbers_are_validation_errors_and_charge_nothing() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let hold: serde_json::Value = app
+        .hold(&ann, &showtime, &["A1"])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let before = app.event_count().await;
+    let r = app
+        .pay(&ann, hold["id"].as_str().unwrap(), "4242424242424241")
+        .await;
+    let body = problem(r, 422, "validation-failed").await;
+    assert_eq!(body["errors"][0]["field"], "payment.card_number");
+    assert_eq!(app.event_count().await, before);
+}
+
+#[tokio::test]
+async fn responses_carry_security_headers_and_a_request_id() {
+    let app = spawn_app().await;
+    let r = app.get("/healthz", None).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    assert_eq!(r.headers()["x-content-type-options"], "nosniff");
+    assert!(r.headers().contains_key("x-request-id"));
+}
+
+#[tokio::test]
+async fn the_openapi_document_and_docs_page_are_served() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
+    for path in [
+        "/v1/reservations",
+        "/v1/tickets",
+        "/v1/showtimes/{id}/seats",
+        "/v1/theaters",
+    ] {
+        assert!(doc["paths"].get(path).is_some(), "{path} is documented");
+    }
+    let docs = app.get("/docs/", None).await;
+    assert_eq!(docs.status(), StatusCode::OK);
+    assert!(docs.text().await.unwrap().contains("swagger"));
+    let ready = app.get("/readyz", None).await;
+    assert!(ready.status() == StatusCode::OK || ready.status() == StatusCode::SERVICE_UNAVAILABLE);
+}

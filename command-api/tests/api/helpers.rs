@@ -1,0 +1,279 @@
+//! `spawn_app()`: the engine on a random port with its own database, plus helpers that drive
+//! it the way a client would.
+
+use marquee_api::config::Config;
+use marquee_api::startup;
+use reqwest::{Client, Response, StatusCode};
+use serde_json::{json, Value};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub const ADMIN_EMAIL: &str = "admin@marquee.test";
+pub const ADMIN_PASSWORD: &str = "admin-password";
+
+/// Where test databases are created: `MARQUEE_TEST_DATABASE_URL`, by default the local server.
+fn server_url() -> String {
+    std::env::var("MARQUEE_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432".into())
+}
+
+/// A configuration for tests: its own database, short defaults.
+pub fn test_config(database: &str) -> Config {
+    Config {
+        database_url: format!("{}/{database}", server_url()),
+        nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
+        http_addr: "127.0.0.1:0".parse().unwrap(),
+        namespace: format!("test-{database}"),
+        hold_for: Duration::from_secs(420),
+        payment_pin: Duration::from_secs(600),
+        admin: Some((ADMIN_EMAIL.into(), ADMIN_PASSWORD.into())),
+        jwt_secret: None,
+        payment_latency: Duration::ZERO,
+        showtime_queue: 4096,
+    }
+}
+
+/// A fresh database name.
+pub fn fresh_database() -> String {
+    format!("marquee_test_{}", Uuid::new_v4().simple())
+}
+
+pub struct TestApp {
+    pub base: String,
+    pub client: Client,
+    pub pool: sqlx::PgPool,
+    pub config: Config,
+    shutdown: CancellationToken,
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        self.shutdown.cancel();
+    }
+}
+
+/// Starts the engine with a fresh database.
+pub async fn spawn_app() -> TestApp {
+    spawn_with(test_config(&fresh_database())).await
+}
+
+/// Starts the engine with a given configuration (e.g. a second process on the same database).
+pub async fn spawn_with(config: Config) -> TestApp {
+    let state = startup::build_state(config.clone())
+        .await
+        .expect("engine builds");
+    let pool = state.pool.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    tokio::spawn(startup::serve(listener, state, shutdown.clone()));
+    TestApp {
+        base,
+        client: Client::new(),
+        pool,
+        config,
+        shutdown,
+    }
+}
+
+impl TestApp {
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        let mut r = self.client.post(self.url(path)).json(body);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap()
+    }
+
+    pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        let mut r = self.client.get(self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap()
+    }
+
+    pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
+        let mut r = self.client.delete(self.url(path));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        r.send().await.unwrap()
+    }
+
+    pub async fn token(&self, email: &str, password: &str) -> String {
+        let r = self
+            .post(
+                "/v1/auth/token",
+                None,
+                &json!({"email": email, "password": password}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json::<Value>().await.unwrap()["access_token"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn admin(&self) -> String {
+        self.token(ADMIN_EMAIL, ADMIN_PASSWORD).await
+    }
+
+    /// Registers a customer and returns their token.
+    pub async fn customer(&self) -> String {
+        let email = format!("{}@example.com", Uuid::new_v4().simple());
+        let r = self
+            .post(
+                "/v1/users",
+                None,
+                &json!({"email": email, "password": "password123", "name": "Test Customer"}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        self.token(&email, "password123").await
+    }
+
+    /// A theater with one screen (rows A, B standard; C premium), a movie, and a showtime
+    /// tomorrow. Returns the showtime id.
+    pub async fn showtime(&self) -> String {
+        self.showtime_with_layout(&["ssss.ssss", "ssss.ssss", "pppp.pppp"])
+            .await
+    }
+
+    pub async fn showtime_with_layout(&self, layout: &[&str]) -> String {
+        let admin = self.admin().await;
+        let theater = self.theater(&admin, layout).await;
+        let movie = self.movie(&admin).await;
+        let starts = chrono::Utc::now() + chrono::TimeDelta::days(1);
+        let r = self
+            .post(
+                "/v1/showtimes",
+                Some(&admin),
+                &json!({
+                    "movie_id": movie, "theater_id": theater["id"],
+                    "screen_id": theater["screens"][0]["id"], "starts_at": starts,
+                    "prices": prices(),
+                }),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn theater(&self, admin: &str, layout: &[&str]) -> Value {
+        let r = self
+            .post(
+                "/v1/theaters",
+                Some(admin),
+                &json!({
+                    "name": "Roxy", "address": "12 Main St", "city": "Springfield",
+                    "location": {"lat": 40.7, "lon": -74.0}, "timezone": "America/New_York",
+                    "screens": [{"name": "Screen 1", "layout": layout}],
+                }),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json().await.unwrap()
+    }
+
+    pub async fn movie(&self, admin: &str) -> String {
+        let r = self
+            .post(
+                "/v1/movies",
+                Some(admin),
+                &json!({"title": "Heat", "runtime_minutes": 170}),
+            )
+            .await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json::<Value>().await.unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    }
+
+    pub async fn hold(&self, token: &str, showtime: &str, seats: &[&str]) -> Response {
+        self.post(
+            "/v1/reservations",
+            Some(token),
+            &json!({"showtime_id": showtime, "seats": seats}),
+        )
+        .await
+    }
+
+    pub async fn pay(&self, token: &str, reservation: &str, card: &str) -> Response {
+        self.post(
+            "/v1/tickets",
+            Some(token),
+            &json!({"reservation_id": reservation, "payment": {"card_number": card}}),
+        )
+        .await
+    }
+
+    pub async fn event_count(&self) -> i64 {
+        sqlx::query_scalar("select count(*) from events")
+            .fetch_one(&self.pool)
+            .await
+            .unwrap()
+    }
+
+    pub async fn event_types(&self, aggregate_id: &str) -> Vec<String> {
+        sqlx::query_scalar(
+            "select event_type from events where aggregate_id = $1 order by sequence",
+        )
+        .bind(aggregate_id)
+        .fetch_all(&self.pool)
+        .await
+        .unwrap()
+    }
+
+    pub async fn seat_statuses(&self, showtime: &str, token: Option<&str>) -> Value {
+        let r = self
+            .get(&format!("/v1/showtimes/{showtime}/seats"), token)
+            .await;
+        assert_eq!(r.status(), StatusCode::OK);
+        r.json().await.unwrap()
+    }
+}
+
+pub fn prices() -> Value {
+    json!({
+        "standard": {"amount": 1250, "currency": "USD"},
+        "premium": {"amount": 1800, "currency": "USD"},
+    })
+}
+
+/// The status of one seat in a seat map.
+pub fn seat_status(map: &Value, seat: &str) -> (String, bool) {
+    for row in map["rows"].as_array().unwrap() {
+        for s in row["seats"].as_array().unwrap() {
+            if s["seat"] == seat {
+                return (
+                    s["status"].as_str().unwrap().to_owned(),
+                    s["mine"].as_bool().unwrap_or(false),
+                );
+            }
+        }
+    }
+    panic!("no seat {seat}")
+}
+
+/// Asserts a problem+json answer and returns its body.
+pub async fn problem(r: Response, status: u16, slug: &str) -> Value {
+    assert_eq!(r.status().as_u16(), status, "status for {slug}");
+    let content_type = r.headers()["content-type"].to_str().unwrap().to_owned();
+    assert_eq!(content_type, "application/problem+json");
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["type"], format!("/problems/{slug}"), "{body}");
+    assert_eq!(body["status"], status);
+    assert!(body["title"].is_string() && body["detail"].is_string());
+    body
+}

@@ -1,0 +1,10 @@
+//! Black-box tests of the HTTP API against a real Postgres (a fresh database per test) and a
+//! real NATS, through a real socket, exactly as the `marquee` binary serves it.
+
+mod booking;
+mod catalog;
+mod concurrency;
+mod errors;
+mod helpers;
+mod idempotency;
+mod users;
