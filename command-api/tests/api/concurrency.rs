@@ -16,7 +16,7 @@ const SEATS: [&str; 6] = ["A1", "A2", "A3", "A4", "B1", "B2"];
 /// Half the customers want one contested seat, the other half two of them.
 fn wish(i: usize) -> Vec<&'static str> {
     let n = SEATS.len();
-    if i % 2 == 0 {
+    if i.is_multiple_of(2) {
         vec![SEATS[(i / 2) % n]]
     } else {
         vec![SEATS[(i / 2) % n], SEATS[(i / 2 + 3) % n]]
