@@ -74,6 +74,7 @@ impl TokenKeys {
         Ok(AuthUser {
             id: UserId(data.claims.sub),
             roles: data.claims.roles,
+            request_id: String::new(),
         })
     }
 }
@@ -145,12 +146,25 @@ const DUMMY_HASH: &str =
 pub struct AuthUser {
     pub id: UserId,
     pub roles: Vec<String>,
+    /// The request's `x-request-id`: the correlation id of every event it causes.
+    pub request_id: String,
 }
 
 impl AuthUser {
     pub fn is_admin(&self) -> bool {
         self.roles.iter().any(|r| r == ADMIN)
     }
+}
+
+/// The request id set (or passed on) by the request-id middleware, at most 64 visible ASCII
+/// characters; a fresh UUID when there is none.
+pub fn request_id(parts: &Parts) -> String {
+    parts
+        .headers
+        .get("x-request-id")
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 64)
+        .map_or_else(|| Uuid::now_v7().to_string(), str::to_owned)
 }
 
 /// The bearer token of a request, if it has one.
@@ -169,7 +183,9 @@ impl FromRequestParts<AppState> for AuthUser {
         let token = bearer(parts).ok_or(ApiError::Unauthenticated(
             "send Authorization: Bearer <token>",
         ))?;
-        state.keys.verify(token)
+        let mut user = state.keys.verify(token)?;
+        user.request_id = request_id(parts);
+        Ok(user)
     }
 }
 

@@ -7,6 +7,7 @@
 //! writer (one round trip and one fsync for hundreds of events). The table's primary key stays
 //! the optimistic-concurrency check for both paths.
 
+use crate::auth::AuthUser;
 use chrono::Utc;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
@@ -67,7 +68,9 @@ impl StoreError {
 #[derive(Clone, Debug)]
 pub struct Metadata {
     pub actor: Actor,
-    pub correlation_id: Uuid,
+    /// The HTTP request's id (echoed in its `x-request-id` response header), or a fresh id for
+    /// work the engine does on its own.
+    pub correlation_id: String,
 }
 
 /// Who caused a change.
@@ -83,15 +86,15 @@ impl Metadata {
     pub fn engine(actor: Actor) -> Self {
         Self {
             actor,
-            correlation_id: Uuid::now_v7(),
+            correlation_id: Uuid::now_v7().to_string(),
         }
     }
 
-    /// Metadata for a change a user asked for.
-    pub fn for_user(user: UserId) -> Self {
+    /// Metadata for a change a user asked for in an HTTP request.
+    pub fn for_user(user: &AuthUser) -> Self {
         Self {
-            actor: Actor::User(user),
-            correlation_id: Uuid::now_v7(),
+            actor: Actor::User(user.id),
+            correlation_id: user.request_id.clone(),
         }
     }
 
@@ -101,7 +104,7 @@ impl Metadata {
             Actor::Timer => "timer".into(),
             Actor::System => "system".into(),
         };
-        serde_json::json!({ "actor": actor, "correlation_id": self.correlation_id.to_string() })
+        serde_json::json!({ "actor": actor, "correlation_id": self.correlation_id })
     }
 }
 

@@ -10,7 +10,7 @@ use tracing_subscriber::EnvFilter;
 /// Marquee, the booking engine for cinemas. Configuration comes from environment variables
 /// (DATABASE_URL, NATS_URL, MARQUEE_HTTP_ADDR, ...; see the README).
 #[derive(Parser)]
-#[command(version, about)]
+#[command(version)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,

@@ -161,7 +161,7 @@ async fn create(
         .execute::<MovieAggregate>(
             &id.to_string(),
             MovieCommand::Add { id, details },
-            &Metadata::for_user(admin.id),
+            &Metadata::for_user(&admin),
         )
         .await?
         .map_err(movie_error)?;
@@ -207,7 +207,7 @@ async fn update(
         .execute::<MovieAggregate>(
             &id.to_string(),
             MovieCommand::Update(changes),
-            &Metadata::for_user(admin.id),
+            &Metadata::for_user(&admin),
         )
         .await?
         .map_err(movie_error)?;

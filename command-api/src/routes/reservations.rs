@@ -151,7 +151,7 @@ async fn create(
     });
     let events = state
         .writers
-        .execute(showtime, command, Metadata::for_user(user.id))
+        .execute(showtime, command, Metadata::for_user(&user))
         .await
         .map_err(write_error)?;
     let held = events
@@ -230,7 +230,7 @@ async fn release(
     });
     state
         .writers
-        .execute(showtime, command, Metadata::for_user(user.id))
+        .execute(showtime, command, Metadata::for_user(&user))
         .await
         .map_err(write_error)?;
     Ok(StatusCode::NO_CONTENT)

@@ -220,7 +220,7 @@ async fn create(
         details,
         screens,
     };
-    let meta = Metadata::for_user(admin.id);
+    let meta = Metadata::for_user(&admin);
     let (theater, _) = state
         .store
         .execute::<TheaterAggregate>(&id.to_string(), command, &meta)
@@ -279,7 +279,7 @@ async fn update(
         timezone: body.timezone.map(|v| check_timezone(&mut errors, &v)),
     };
     errors.finish()?;
-    let meta = Metadata::for_user(admin.id);
+    let meta = Metadata::for_user(&admin);
     let (theater, _) = state
         .store
         .execute::<TheaterAggregate>(&id.to_string(), TheaterCommand::Update(changes), &meta)

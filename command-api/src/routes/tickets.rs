@@ -187,7 +187,7 @@ async fn buy(
     let reservation = ReservationId(body.reservation_id);
     let showtime = showtime_of(&state, reservation.0, user.id).await?;
     let payment = PaymentId(Uuid::now_v7());
-    let meta = Metadata::for_user(user.id);
+    let meta = Metadata::for_user(&user);
     let pin_for = TimeDelta::from_std(state.config.payment_pin).expect("pin time fits");
     let started = state
         .writers

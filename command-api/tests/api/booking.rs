@@ -333,3 +333,50 @@ async fn state_survives_a_restart() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn events_name_who_and_which_request_caused_them_but_hold_no_personal_data() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let me: Value = app
+        .get("/v1/users/me", Some(&ann))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let r = app
+        .client
+        .post(app.url("/v1/reservations"))
+        .bearer_auth(&ann)
+        .header("x-request-id", "req-123")
+        .json(&serde_json::json!({"showtime_id": showtime, "seats": ["A1"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-request-id"], "req-123");
+    let hold: Value = r.json().await.unwrap();
+    app.pay(&ann, hold["id"].as_str().unwrap(), "4242424242424242")
+        .await;
+    let meta: Value =
+        sqlx::query_scalar("select metadata from events where event_type = 'SeatsHeld'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        meta["actor"],
+        format!("user:{}", me["id"].as_str().unwrap())
+    );
+    assert_eq!(meta["correlation_id"], "req-123");
+    let leaks: i64 = sqlx::query_scalar(
+        "select count(*) from events where payload::text || metadata::text similar to
+         '%(@|4242424242424242|Test Customer|password)%'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        leaks, 0,
+        "no emails, names, card numbers or passwords in events"
+    );
+}
