@@ -150,23 +150,27 @@ impl Writers {
 
     /// The writer of a showtime, started (and its state loaded) if needed.
     async fn handle(&self, id: ShowtimeId) -> Result<Option<Handle>, StoreError> {
-        let slot = self
-            .slots
-            .lock()
-            .expect("lock poisoned")
-            .entry(id)
-            .or_default()
-            .clone();
-        let loaded = slot.get_or_try_init(|| self.start(id)).await;
-        match loaded {
-            Ok(handle) => Ok(Some(handle.clone())),
-            Err(StartError::Missing) => {
-                self.forget(id, &slot);
-                Ok(None)
-            }
-            Err(StartError::Store(e)) => {
-                self.forget(id, &slot);
-                Err(e)
+        loop {
+            let slot = self
+                .slots
+                .lock()
+                .expect("lock poisoned")
+                .entry(id)
+                .or_default()
+                .clone();
+            match slot.get_or_try_init(|| self.start(id)).await {
+                // A writer that stopped unexpectedly leaves a closed queue behind: replace it
+                // rather than fail this showtime until a restart.
+                Ok(handle) if handle.queue.is_closed() => self.forget(id, &slot),
+                Ok(handle) => return Ok(Some(handle.clone())),
+                Err(StartError::Missing) => {
+                    self.forget(id, &slot);
+                    return Ok(None);
+                }
+                Err(StartError::Store(e)) => {
+                    self.forget(id, &slot);
+                    return Err(e);
+                }
             }
         }
     }

@@ -22,5 +22,21 @@ pub mod showtime;
 pub mod theater;
 
 pub use ids::*;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+
+/// Hands decided events to cqrs-es's sink, which applies each to the aggregate: the body of
+/// every aggregate's `handle`, whose rules live in a plain `decide` function.
+async fn record<A: Aggregate>(
+    aggregate: &mut A,
+    decided: Result<Vec<A::Event>, A::Error>,
+    sink: &EventSink<A>,
+) -> Result<(), A::Error> {
+    for event in decided? {
+        sink.write(event, aggregate).await;
+    }
+    Ok(())
+}
 pub use money::{Currency, Money, MoneyError};
 pub use seating::{SeatKind, SeatLabel, SeatLayout};

@@ -147,8 +147,8 @@ fn parse_new(body: MovieInput) -> Result<MovieDetails, ApiError> {
 #[utoipa::path(post, path = "/v1/movies", tag = "catalog", security(("bearer" = [])),
     request_body = MovieInput,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
-    responses((status = 201, body = Movie), (status = 403, body = crate::error::Problem),
-        (status = 422, body = crate::error::Problem)))]
+    responses((status = 201, body = Movie), (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn create(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -177,7 +177,7 @@ pub async fn load(state: &AppState, id: Uuid) -> Result<MovieAggregate, ApiError
 
 /// A movie.
 #[utoipa::path(get, path = "/v1/movies/{id}", tag = "catalog", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Movie), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = Movie), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn get_one(
     State(state): State<AppState>,
     AppPath(id): AppPath<Uuid>,
@@ -191,8 +191,8 @@ async fn get_one(
 /// Change some fields of a movie (admin).
 #[utoipa::path(patch, path = "/v1/movies/{id}", tag = "catalog", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body = MovieInput,
-    responses((status = 200, body = Movie), (status = 404, body = crate::error::Problem),
-        (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = Movie), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn update(
     State(state): State<AppState>,
     Admin(admin): Admin,

@@ -129,10 +129,10 @@ fn parse_seats(raw: &[String]) -> Result<Vec<SeatLabel>, ApiError> {
     request_body = NewReservation,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
     responses((status = 201, body = Reservation),
-        (status = 404, description = "unknown showtime", body = crate::error::Problem),
-        (status = 409, description = "seats-unavailable, with the taken seats", body = crate::error::Problem),
-        (status = 422, description = "validation-failed or showtime-closed", body = crate::error::Problem),
-        (status = 503, description = "overloaded; retry after Retry-After", body = crate::error::Problem)))]
+        (status = 404, description = "unknown showtime", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "seats-unavailable, with the taken seats", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation-failed or showtime-closed", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn create(
     State(state): State<AppState>,
     user: AuthUser,
@@ -198,7 +198,7 @@ pub async fn showtime_of(
 #[utoipa::path(get, path = "/v1/reservations/{id}", tag = "booking", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = Reservation),
-        (status = 404, description = "unknown, or someone else's", body = crate::error::Problem)))]
+        (status = 404, description = "unknown, or someone else's", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn get_one(
     State(state): State<AppState>,
     user: AuthUser,
@@ -215,8 +215,8 @@ async fn get_one(
 #[utoipa::path(delete, path = "/v1/reservations/{id}", tag = "booking", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 204, description = "released"),
-        (status = 404, body = crate::error::Problem),
-        (status = 409, description = "paid or being paid", body = crate::error::Problem)))]
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "paid or being paid", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn release(
     State(state): State<AppState>,
     user: AuthUser,

@@ -160,9 +160,9 @@ fn schedule_error(e: ShowtimeError) -> ApiError {
     request_body = NewShowtime,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
     responses((status = 201, body = Showtime),
-        (status = 404, description = "unknown movie, theater or screen", body = crate::error::Problem),
-        (status = 409, description = "screen-busy", body = crate::error::Problem),
-        (status = 422, body = crate::error::Problem)))]
+        (status = 404, description = "unknown movie, theater or screen", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "screen-busy", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn create(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -250,7 +250,7 @@ pub async fn state_of(state: &AppState, id: Uuid) -> Result<ShowtimeAggregate, A
 
 /// A showtime.
 #[utoipa::path(get, path = "/v1/showtimes/{id}", tag = "catalog", params(("id" = Uuid, Path)),
-    responses((status = 200, body = Showtime), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = Showtime), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn get_one(
     State(state): State<AppState>,
     AppPath(id): AppPath<Uuid>,
@@ -277,7 +277,7 @@ pub fn write_error(e: WriteError) -> ApiError {
 #[utoipa::path(delete, path = "/v1/showtimes/{id}", tag = "catalog", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 204, description = "cancelled (again: nothing changes)"),
-        (status = 403, body = crate::error::Problem), (status = 404, body = crate::error::Problem)))]
+        (status = 403, body = crate::error::Problem, content_type = "application/problem+json"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn cancel(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -422,7 +422,7 @@ fn seat_map_of(
 /// The seat map: every seat with its kind, price and status. An expired hold shows its seats
 /// as available at once. With a token, the caller's own held seats carry `"mine": true`.
 #[utoipa::path(get, path = "/v1/showtimes/{id}/seats", tag = "booking", params(("id" = Uuid, Path)),
-    responses((status = 200, body = SeatMap), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = SeatMap), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn seat_map(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,

@@ -206,8 +206,8 @@ fn parse_new(body: NewTheater) -> Result<(TheaterDetails, Vec<Screen>), ApiError
     request_body = NewTheater,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
     responses((status = 201, body = Theater),
-        (status = 401, body = crate::error::Problem), (status = 403, body = crate::error::Problem),
-        (status = 422, description = "validation-failed, e.g. a bad layout row", body = crate::error::Problem)))]
+        (status = 401, body = crate::error::Problem, content_type = "application/problem+json"), (status = 403, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation-failed, e.g. a bad layout row", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn create(
     State(state): State<AppState>,
     Admin(admin): Admin,
@@ -246,7 +246,7 @@ pub async fn load(state: &AppState, id: Uuid) -> Result<TheaterAggregate, ApiErr
 /// A theater with its screens.
 #[utoipa::path(get, path = "/v1/theaters/{id}", tag = "catalog",
     params(("id" = Uuid, Path)),
-    responses((status = 200, body = Theater), (status = 404, body = crate::error::Problem)))]
+    responses((status = 200, body = Theater), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn get_one(
     State(state): State<AppState>,
     AppPath(id): AppPath<Uuid>,
@@ -260,8 +260,8 @@ async fn get_one(
 /// Change a theater's name, address, city, location or time zone (admin).
 #[utoipa::path(patch, path = "/v1/theaters/{id}", tag = "catalog", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body = TheaterPatch,
-    responses((status = 200, body = Theater), (status = 404, body = crate::error::Problem),
-        (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = Theater), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn update(
     State(state): State<AppState>,
     Admin(admin): Admin,

@@ -173,11 +173,11 @@ fn ticket_dto(t: &DomainTicket, s: &Showtime, n: &Names) -> Ticket {
     request_body = Purchase,
     params(("Idempotency-Key" = Option<String>, Header, description = "a retry with the same key never charges twice")),
     responses((status = 201, body = Purchased),
-        (status = 402, description = "payment-declined, with reason; the hold stays", body = crate::error::Problem),
-        (status = 404, description = "unknown or someone else's reservation", body = crate::error::Problem),
-        (status = 409, description = "already paid, or a payment is in progress", body = crate::error::Problem),
-        (status = 410, description = "reservation-expired", body = crate::error::Problem),
-        (status = 422, body = crate::error::Problem)))]
+        (status = 402, description = "payment-declined, with reason; the hold stays", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "unknown or someone else's reservation", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 409, description = "already paid, or a payment is in progress", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 410, description = "reservation-expired", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn buy(
     State(state): State<AppState>,
     user: AuthUser,
@@ -294,7 +294,7 @@ async fn confirm(
 #[utoipa::path(get, path = "/v1/tickets/{id}", tag = "booking", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
     responses((status = 200, body = Ticket),
-        (status = 404, description = "unknown, or someone else's", body = crate::error::Problem)))]
+        (status = 404, description = "unknown, or someone else's", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn get_one(
     State(state): State<AppState>,
     user: AuthUser,
@@ -325,8 +325,8 @@ pub struct TicketFilter {
 /// The caller's tickets, upcoming first (soonest first), then past ones (latest first).
 #[utoipa::path(get, path = "/v1/users/me/tickets", tag = "users", security(("bearer" = [])),
     params(TicketFilter),
-    responses((status = 200, body = TicketList), (status = 401, body = crate::error::Problem),
-        (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = TicketList), (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn my_tickets(
     State(state): State<AppState>,
     user: AuthUser,

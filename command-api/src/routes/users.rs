@@ -92,8 +92,8 @@ fn check_email(errors: &mut Errors, email: &str) -> String {
 #[utoipa::path(post, path = "/v1/users", tag = "users", request_body = NewUser,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
     responses((status = 201, body = User),
-        (status = 409, description = "email-taken", body = crate::error::Problem),
-        (status = 422, description = "validation-failed", body = crate::error::Problem)))]
+        (status = 409, description = "email-taken", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "validation-failed", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn register(
     State(state): State<AppState>,
     AppJson(body): AppJson<NewUser>,
@@ -132,7 +132,7 @@ async fn register(
 /// Exchange email and password for a bearer token.
 #[utoipa::path(post, path = "/v1/auth/token", tag = "users", request_body = Credentials,
     responses((status = 200, body = Token),
-        (status = 401, description = "unauthenticated: unknown email or wrong password", body = crate::error::Problem)))]
+        (status = 401, description = "unauthenticated: unknown email or wrong password", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn token(
     State(state): State<AppState>,
     AppJson(body): AppJson<Credentials>,
@@ -158,7 +158,7 @@ async fn token(
 
 /// The caller's own account.
 #[utoipa::path(get, path = "/v1/users/me", tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = User), (status = 401, body = crate::error::Problem)))]
+    responses((status = 200, body = User), (status = 401, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn me(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<User>, ApiError> {
     sqlx::query_as::<_, User>(
         "select id, email, name, address, roles, created_at from accounts where id = $1",
@@ -173,8 +173,8 @@ async fn me(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<
 /// Change one's name or address.
 #[utoipa::path(patch, path = "/v1/users/me", tag = "users", security(("bearer" = [])),
     request_body = UserChanges,
-    responses((status = 200, body = User), (status = 401, body = crate::error::Problem),
-        (status = 422, body = crate::error::Problem)))]
+    responses((status = 200, body = User), (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn update_me(
     State(state): State<AppState>,
     user: AuthUser,

@@ -140,3 +140,140 @@ async fn the_openapi_document_and_docs_page_are_served() {
     let ready = app.get("/readyz", None).await;
     assert!(ready.status() == StatusCode::OK || ready.status() == StatusCode::SERVICE_UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn negative_fractional_and_overflowing_money_and_bad_times_are_refused() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let theater = app.theater(&admin, &["ss"]).await;
+    let movie = app.movie(&admin).await;
+    let tomorrow = chrono::Utc::now() + chrono::TimeDelta::days(1);
+    let schedule = |price: serde_json::Value, at: serde_json::Value| {
+        json!({"movie_id": movie, "theater_id": theater["id"],
+               "screen_id": theater["screens"][0]["id"], "starts_at": at,
+               "prices": {"standard": price}})
+    };
+    let before = app.event_count().await;
+    let cases = [
+        (
+            json!({"amount": -1, "currency": "USD"}),
+            json!(tomorrow),
+            422,
+            "validation-failed",
+        ),
+        (
+            json!({"amount": 1_000_000_000_000i64, "currency": "USD"}),
+            json!(tomorrow),
+            422,
+            "validation-failed",
+        ),
+        (
+            json!({"amount": 12.5, "currency": "USD"}),
+            json!(tomorrow),
+            400,
+            "malformed-request",
+        ),
+        (
+            json!({"amount": 1e30, "currency": "USD"}),
+            json!(tomorrow),
+            400,
+            "malformed-request",
+        ),
+        (
+            json!({"amount": 100, "currency": "dollars"}),
+            json!(tomorrow),
+            422,
+            "validation-failed",
+        ),
+        (
+            json!({"amount": 100, "currency": "USD"}),
+            json!("1999-01-01T00:00:00Z"),
+            422,
+            "validation-failed",
+        ),
+        (
+            json!({"amount": 100, "currency": "USD"}),
+            json!("9999-01-01T00:00:00Z"),
+            422,
+            "validation-failed",
+        ),
+        (
+            json!({"amount": 100, "currency": "USD"}),
+            json!("next tuesday"),
+            400,
+            "malformed-request",
+        ),
+    ];
+    for (price, at, status, slug) in cases {
+        let r = app
+            .post("/v1/showtimes", Some(&admin), &schedule(price, at))
+            .await;
+        problem(r, status, slug).await;
+    }
+    assert_eq!(app.event_count().await, before);
+}
+
+#[tokio::test]
+async fn overlong_and_control_character_fields_are_refused_but_unicode_is_fine() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let long = "é".repeat(301);
+    let r = app
+        .post(
+            "/v1/movies",
+            Some(&admin),
+            &json!({"title": long, "runtime_minutes": 90}),
+        )
+        .await;
+    problem(r, 422, "validation-failed").await;
+    let r = app
+        .post(
+            "/v1/movies",
+            Some(&admin),
+            &json!({"title": "a\u{0007}b", "runtime_minutes": 90}),
+        )
+        .await;
+    problem(r, 422, "validation-failed").await;
+    let r = app
+        .post(
+            "/v1/movies",
+            Some(&admin),
+            &json!({"title": "Amélie 🎬 千と千尋", "runtime_minutes": 122}),
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::CREATED);
+    let movie: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(movie["title"], "Amélie 🎬 千と千尋");
+    let r = app
+        .post(
+            "/v1/movies",
+            Some(&admin),
+            &json!({"title": "X", "runtime_minutes": -5}),
+        )
+        .await;
+    problem(r, 422, "validation-failed").await;
+}
+
+#[tokio::test]
+async fn a_full_showtime_queue_sheds_with_503_and_retry_after() {
+    let mut config = test_config(&fresh_database());
+    config.showtime_queue = 1;
+    let app = spawn_with(config).await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let seats = ["A1", "A2", "A3", "A4", "A5", "A6", "A7", "A8"];
+    let answers = futures::future::join_all((0..200).map(|i| {
+        let (app, ann, showtime) = (&app, &ann, &showtime);
+        async move { app.hold(ann, showtime, &[seats[i % seats.len()]]).await }
+    }))
+    .await;
+    let mut shed = 0;
+    for r in answers {
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(r.headers()["retry-after"], "1");
+            problem(r, 503, "overloaded").await;
+            shed += 1;
+        }
+    }
+    assert!(shed > 0, "200 holds at once cannot all fit a queue of one");
+}

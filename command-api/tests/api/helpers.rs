@@ -3,7 +3,7 @@
 
 use marquee_api::config::Config;
 use marquee_api::startup;
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
@@ -82,28 +82,33 @@ impl TestApp {
         format!("{}{path}", self.base)
     }
 
-    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
-        let mut r = self.client.post(self.url(path)).json(body);
+    async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        token: Option<&str>,
+        body: Option<&Value>,
+    ) -> Response {
+        let mut r = self.client.request(method, self.url(path));
         if let Some(t) = token {
             r = r.bearer_auth(t);
         }
+        if let Some(b) = body {
+            r = r.json(b);
+        }
         r.send().await.unwrap()
+    }
+
+    pub async fn post(&self, path: &str, token: Option<&str>, body: &Value) -> Response {
+        self.send(Method::POST, path, token, Some(body)).await
     }
 
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
-        let mut r = self.client.get(self.url(path));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        r.send().await.unwrap()
+        self.send(Method::GET, path, token, None).await
     }
 
     pub async fn delete(&self, path: &str, token: Option<&str>) -> Response {
-        let mut r = self.client.delete(self.url(path));
-        if let Some(t) = token {
-            r = r.bearer_auth(t);
-        }
-        r.send().await.unwrap()
+        self.send(Method::DELETE, path, token, None).await
     }
 
     pub async fn token(&self, email: &str, password: &str) -> String {

@@ -190,17 +190,26 @@ impl Showtime {
         })])
     }
 
+    /// A payment started for this reservation and not settled yet; `None` when it was already
+    /// settled one way or the other (settling again changes nothing).
+    fn unsettled_payment(
+        &self,
+        payment: PaymentId,
+        reservation: ReservationId,
+    ) -> Result<Option<&Payment>, ShowtimeError> {
+        let found = self
+            .payments
+            .get(&payment)
+            .filter(|p| p.reservation_id == reservation)
+            .ok_or(ShowtimeError::UnknownPayment(payment))?;
+        Ok((found.state == PaymentState::Started).then_some(found))
+    }
+
     pub(super) fn confirm_payment(&self, c: ConfirmPayment) -> Decision {
         let now = self.effective_now(c.now);
-        let payment = self
-            .payments
-            .get(&c.payment_id)
-            .filter(|p| p.reservation_id == c.reservation_id)
-            .ok_or(ShowtimeError::UnknownPayment(c.payment_id))?;
-        if payment.state != PaymentState::Started {
-            // Already settled one way or the other: confirming again changes nothing.
+        let Some(payment) = self.unsettled_payment(c.payment_id, c.reservation_id)? else {
             return Ok(vec![]);
-        }
+        };
         let hold = &self.holds[&c.reservation_id];
         let pinned_by_this = matches!(hold.status,
             HoldStatus::Paying { payment_id, .. } if payment_id == c.payment_id);
@@ -244,12 +253,10 @@ impl Showtime {
 
     pub(super) fn fail_payment(&self, c: FailPayment) -> Decision {
         let now = self.effective_now(c.now);
-        let payment = self
-            .payments
-            .get(&c.payment_id)
-            .filter(|p| p.reservation_id == c.reservation_id)
-            .ok_or(ShowtimeError::UnknownPayment(c.payment_id))?;
-        if payment.state != PaymentState::Started {
+        if self
+            .unsettled_payment(c.payment_id, c.reservation_id)?
+            .is_none()
+        {
             return Ok(vec![]);
         }
         Ok(vec![ShowtimeEvent::PaymentFailed(PaymentFailed {
