@@ -32,11 +32,7 @@ pub struct Config {
     pub showtime_queue: usize,
 }
 
-fn var(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
-fn number(name: &str, default: u64) -> anyhow::Result<u64> {
+fn number(var: &impl Fn(&str) -> Option<String>, name: &str, default: u64) -> anyhow::Result<u64> {
     match var(name) {
         None => Ok(default),
         Some(v) => v
@@ -49,6 +45,12 @@ fn number(name: &str, default: u64) -> anyhow::Result<u64> {
 impl Config {
     /// Reads the environment.
     pub fn from_env() -> anyhow::Result<Self> {
+        Self::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup`; empty values count as unset.
+    pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
+        let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
         let http_addr = var("MARQUEE_HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
         let jwt_secret = var("MARQUEE_JWT_SECRET");
         if let Some(s) = &jwt_secret {
@@ -61,7 +63,7 @@ impl Config {
             (None, None) => None,
             _ => bail!("set both MARQUEE_ADMIN_EMAIL and MARQUEE_ADMIN_PASSWORD, or neither"),
         };
-        let hold = number("MARQUEE_HOLD_SECONDS", 420)?;
+        let hold = number(&var, "MARQUEE_HOLD_SECONDS", 420)?;
         if hold == 0 {
             bail!("MARQUEE_HOLD_SECONDS must be at least 1");
         }
@@ -74,11 +76,51 @@ impl Config {
                 .with_context(|| format!("MARQUEE_HTTP_ADDR is not an address: {http_addr:?}"))?,
             namespace: var("MARQUEE_NAMESPACE").unwrap_or_else(|| "marquee".into()),
             hold_for: Duration::from_secs(hold),
-            payment_pin: Duration::from_secs(number("MARQUEE_PAYMENT_PIN_SECONDS", 600)?),
+            payment_pin: Duration::from_secs(number(&var, "MARQUEE_PAYMENT_PIN_SECONDS", 600)?),
             admin,
             jwt_secret,
-            payment_latency: Duration::from_millis(number("MARQUEE_PAYMENT_LATENCY_MS", 0)?),
-            showtime_queue: number("MARQUEE_SHOWTIME_QUEUE", 4096)?.max(1) as usize,
+            payment_latency: Duration::from_millis(number(&var, "MARQUEE_PAYMENT_LATENCY_MS", 0)?),
+            showtime_queue: number(&var, "MARQUEE_SHOWTIME_QUEUE", 4096)?.max(1) as usize,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> anyhow::Result<Config> {
+        let vars: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Config::from_vars(|name| vars.get(name).cloned())
+    }
+
+    #[test]
+    fn every_setting_has_a_working_default() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.database_url, "postgres://localhost/marquee");
+        assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.namespace, "marquee");
+        assert_eq!(c.hold_for, Duration::from_secs(420));
+        assert!(c.admin.is_none() && c.jwt_secret.is_none());
+    }
+
+    #[test]
+    fn a_short_jwt_secret_is_refused() {
+        let err = config(&[("MARQUEE_JWT_SECRET", "too-short")]).unwrap_err();
+        assert!(err.to_string().contains("at least 32 bytes"));
+        let ok = config(&[("MARQUEE_JWT_SECRET", &"x".repeat(32))]).unwrap();
+        assert_eq!(ok.jwt_secret.unwrap().len(), 32);
+    }
+
+    #[test]
+    fn half_an_admin_account_or_a_bad_number_is_an_error() {
+        assert!(config(&[("MARQUEE_ADMIN_EMAIL", "a@b.co")]).is_err());
+        assert!(config(&[("MARQUEE_HOLD_SECONDS", "soon")]).is_err());
+        assert!(config(&[("MARQUEE_HOLD_SECONDS", "0")]).is_err());
+        assert!(config(&[("MARQUEE_HTTP_ADDR", "nowhere")]).is_err());
     }
 }

@@ -380,3 +380,35 @@ async fn events_name_who_and_which_request_caused_them_but_hold_no_personal_data
         "no emails, names, card numbers or passwords in events"
     );
 }
+
+#[tokio::test]
+async fn paying_twice_for_one_reservation_is_a_conflict_and_charges_once() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let hold = id_of(app.hold(&ann, &showtime, &["A1"]).await).await;
+    assert_eq!(
+        app.pay(&ann, &hold, "4242424242424242").await.status(),
+        StatusCode::CREATED
+    );
+    problem(
+        app.pay(&ann, &hold, "4242424242424242").await,
+        409,
+        "conflict",
+    )
+    .await;
+    problem(
+        app.delete(&format!("/v1/reservations/{hold}"), Some(&ann))
+            .await,
+        409,
+        "conflict",
+    )
+    .await;
+    let started = app
+        .event_types(&showtime)
+        .await
+        .iter()
+        .filter(|t| *t == "PaymentStarted")
+        .count();
+    assert_eq!(started, 1);
+}
