@@ -12,7 +12,9 @@
 //! - [`error`]: the API's one error type, rendered as problem+json.
 //! - [`routes`]: one module per resource, and the OpenAPI document.
 //! - [`timer`]: records hold expiries.
-//! - [`startup`]: builds the state and router, and serves them.
+//! - [`metrics`]: the Prometheus recorder and `/metrics`.
+//! - [`startup`]: builds the state and router, and runs the engine's roles (API, relay,
+//!   projector).
 
 pub mod auth;
 pub mod booking_index;
@@ -21,6 +23,7 @@ pub mod db;
 pub mod error;
 pub mod event_store;
 pub mod idempotency;
+pub mod metrics;
 pub mod payment;
 pub mod routes;
 pub mod startup;

@@ -3,7 +3,7 @@
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use marquee_api::config::Config;
-use marquee_api::startup;
+use marquee_api::startup::{self, Roles};
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -18,8 +18,16 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the whole engine: HTTP API and hold-expiry timer (the default).
+    /// Run the whole engine in one process: API, expiry timer, relay and projectors (the
+    /// default).
     Serve,
+    /// Run only the HTTP API and the hold-expiry timer (scale out behind a load balancer).
+    Api,
+    /// Run only the relay that publishes the event log to NATS JetStream. Several may run;
+    /// one is active at a time, the others stand by.
+    Relay,
+    /// Run only the projectors that build the read models from JetStream.
+    Projector,
     /// Create the database if needed and apply migrations, then exit.
     Migrate,
 }
@@ -29,8 +37,16 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     init_tracing();
     let config = Config::from_env()?;
+    let only = |api, relay, projector| Roles {
+        api,
+        relay,
+        projector,
+    };
     match cli.command.unwrap_or(Command::Serve) {
-        Command::Serve => serve(config).await,
+        Command::Serve => run(config, Roles::ALL).await,
+        Command::Api => run(config, only(true, false, false)).await,
+        Command::Relay => run(config, only(false, true, false)).await,
+        Command::Projector => run(config, only(false, false, true)).await,
         Command::Migrate => {
             marquee_api::db::connect_and_migrate(&config.database_url).await?;
             tracing::info!("database is up to date");
@@ -39,12 +55,17 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-async fn serve(config: Config) -> anyhow::Result<()> {
+async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
     let addr = config.http_addr;
     let state = startup::build_state(config).await?;
-    let listener = tokio::net::TcpListener::bind(addr)
-        .await
-        .with_context(|| format!("cannot listen on {addr}"))?;
+    let listener = if roles.api {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen on {addr}"))?;
+        Some(listener)
+    } else {
+        None
+    };
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
@@ -52,7 +73,7 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         tracing::info!("shutting down");
         signal.cancel();
     });
-    startup::serve(listener, state, shutdown).await
+    startup::run(listener, state, roles, shutdown).await
 }
 
 async fn wait_for_signal() {

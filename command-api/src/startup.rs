@@ -1,5 +1,8 @@
 //! Building and running the engine from injected resources, so tests build exactly what the
 //! binary runs.
+//!
+//! The engine has three roles that one process runs together by default and that can run
+//! alone for scale-out: the API (with the hold-expiry timer), the relay, and the projector.
 
 use crate::auth::{bootstrap_admin, signing_secret, TokenKeys};
 use crate::config::Config;
@@ -8,12 +11,16 @@ use crate::event_store::EventStore;
 use crate::payment::TestCardProcessor;
 use crate::state::AppState;
 use crate::writer::Writers;
-use crate::{db, idempotency, routes, timer};
+use crate::{db, idempotency, metrics, routes, timer};
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderName, HeaderValue};
+use axum::routing::get;
 use axum::Router;
+use marquee_nats::relay::Relay;
+use marquee_nats::Namespace;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
@@ -27,9 +34,31 @@ use utoipa_swagger_ui::SwaggerUi;
 /// or an attack.
 pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 
+/// Which parts of the engine a process runs.
+#[derive(Clone, Copy, Debug)]
+pub struct Roles {
+    /// HTTP API and hold-expiry timer.
+    pub api: bool,
+    /// Publishing the event log to JetStream.
+    pub relay: bool,
+    /// Building the read models from JetStream.
+    pub projector: bool,
+}
+
+impl Roles {
+    /// Everything in one process.
+    pub const ALL: Roles = Roles {
+        api: true,
+        relay: true,
+        projector: true,
+    };
+}
+
 /// Connects to Postgres (creating the database and applying migrations), prepares the token
 /// keys and the admin account, and starts connecting to NATS in the background.
 pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
+    let namespace = Namespace::new(&config.namespace).context("MARQUEE_NAMESPACE")?;
+    metrics::recorder();
     let pool = db::connect_and_migrate(&config.database_url).await?;
     let secret = signing_secret(&pool, config.jwt_secret.as_deref())
         .await
@@ -38,8 +67,6 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         bootstrap_admin(&pool, email, password).await?;
     }
     let store = EventStore::new(pool.clone());
-    let nats = Arc::new(tokio::sync::OnceCell::new());
-    connect_nats(config.nats_url.clone(), nats.clone());
     Ok(AppState {
         writers: Writers::new(store.clone(), config.showtime_queue),
         store,
@@ -48,28 +75,18 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             latency: config.payment_latency,
         }),
         config: Arc::new(config),
-        nats,
+        nats: Arc::new(tokio::sync::OnceCell::new()),
+        namespace,
         pool,
     })
 }
 
-fn connect_nats(url: String, cell: Arc<tokio::sync::OnceCell<async_nats::Client>>) {
-    tokio::spawn(async move {
-        let options = async_nats::ConnectOptions::new().retry_on_initial_connect();
-        match options.connect(&url).await {
-            Ok(client) => {
-                let _ = cell.set(client);
-            }
-            Err(e) => tracing::error!(error = %e, "cannot connect to NATS"),
-        }
-    });
-}
-
-/// The whole HTTP surface: API, OpenAPI document and docs page, with middleware.
+/// The whole HTTP surface: API, OpenAPI document, docs page and metrics, with middleware.
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = routes::api().split_for_parts();
     let x_request_id = HeaderName::from_static("x-request-id");
     api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+        .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
@@ -78,6 +95,7 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .layer(axum::middleware::from_fn(log_internal_errors))
+        .layer(axum::middleware::from_fn(metrics::track))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(crate::error::ApiError::Internal(
                 anyhow::anyhow!("a request handler panicked"),
@@ -114,25 +132,97 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
-/// Serves the API on `listener` and runs the hold-expiry timer until `shutdown` fires.
+/// Runs every part of the engine: [`run`] with [`Roles::ALL`].
 pub async fn serve(
     listener: TcpListener,
     state: AppState,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let timer = tokio::spawn(timer::run(
-        state.pool.clone(),
-        state.writers.clone(),
+    run(Some(listener), state, Roles::ALL, shutdown).await
+}
+
+/// Runs the given roles until `shutdown` fires. The API needs a listener.
+pub async fn run(
+    listener: Option<TcpListener>,
+    state: AppState,
+    roles: Roles,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let mut background = Vec::new();
+    background.push(tokio::spawn(nats_roles(
+        state.clone(),
+        roles,
         shutdown.clone(),
-    ));
-    let app = router(state);
-    tracing::info!(addr = %listener.local_addr()?, "marquee is serving");
-    let stop = shutdown.clone();
-    axum::serve(listener, app)
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .context("HTTP server failed")?;
+    )));
+    if roles.api {
+        background.push(tokio::spawn(timer::run(
+            state.pool.clone(),
+            state.writers.clone(),
+            shutdown.clone(),
+        )));
+    }
+    let served = match (roles.api, listener) {
+        (true, Some(listener)) => {
+            let app = router(state);
+            tracing::info!(addr = %listener.local_addr()?, "marquee API is serving");
+            let stop = shutdown.clone();
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .await
+                .context("HTTP server failed")
+        }
+        (true, None) => Err(anyhow::anyhow!("the API role needs a listener")),
+        (false, _) => {
+            shutdown.cancelled().await;
+            Ok(())
+        }
+    };
     shutdown.cancel();
-    let _ = timer.await;
-    Ok(())
+    for task in background {
+        let _ = task.await;
+    }
+    served
+}
+
+/// Connects to NATS (retrying until it answers), then runs the relay and projectors the roles
+/// ask for. The connection is kept in the state for readiness checks.
+async fn nats_roles(state: AppState, roles: Roles, shutdown: CancellationToken) {
+    let Some(client) = connect_nats(&state.config.nats_url, &shutdown).await else {
+        return;
+    };
+    let _ = state.nats.set(client.clone());
+    let mut tasks = Vec::new();
+    if roles.relay {
+        let relay = Relay::new(state.pool.clone(), client.clone(), state.namespace.clone());
+        tasks.push(tokio::spawn(relay.run(shutdown.clone())));
+    }
+    if roles.projector {
+        tasks.push(tokio::spawn(marquee_projections::tracking::run_all(
+            state.pool.clone(),
+            client.clone(),
+            state.namespace.clone(),
+            shutdown.clone(),
+        )));
+    }
+    for task in tasks {
+        let _ = task.await;
+    }
+}
+
+async fn connect_nats(url: &str, shutdown: &CancellationToken) -> Option<async_nats::Client> {
+    let mut warned = false;
+    loop {
+        match async_nats::connect(url).await {
+            Ok(client) => return Some(client),
+            Err(e) if !warned => {
+                tracing::warn!(error = %e, url, "cannot connect to NATS yet; retrying");
+                warned = true;
+            }
+            Err(_) => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = shutdown.cancelled() => return None,
+        }
+    }
 }

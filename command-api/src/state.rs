@@ -19,4 +19,6 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// The NATS connection, once established (readiness reports it).
     pub nats: Arc<tokio::sync::OnceCell<async_nats::Client>>,
+    /// Prefix of JetStream names.
+    pub namespace: marquee_nats::Namespace,
 }

@@ -1,5 +1,37 @@
-//! JetStream plumbing for Marquee: stream setup, subjects, the relay that publishes the event
-//! log (the outbox) to JetStream, and the durable consumer runner.
+//! JetStream plumbing for Marquee. It knows envelopes (an event as stored: aggregate, sequence,
+//! type, JSON payload), never domain types.
 //!
-//! Not built yet. The engine currently connects to NATS only to report readiness; the read
-//! side (relay and projections) will live here and in `projections/`.
+//! - [`names`]: the stream, subjects and durable consumer names of a namespace, so that two
+//!   deployments (or test runs) on one NATS never see each other's events.
+//! - [`envelope`]: the wire form of an event, read from the `events` table.
+//! - [`stream`]: creating the stream.
+//! - [`relay`]: the outbox relay, publishing the `events` table to JetStream in commit order.
+//! - [`consumer`]: a runner for durable pull consumers with explicit ack, redelivery with
+//!   backoff, and parking of events that keep failing.
+
+pub mod consumer;
+pub mod envelope;
+pub mod names;
+pub mod relay;
+pub mod stream;
+
+pub use envelope::Envelope;
+pub use names::Namespace;
+
+/// Errors of the JetStream plumbing.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("NATS: {0}")]
+    Nats(String),
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl Error {
+    /// Wraps any NATS client error.
+    pub fn nats(e: impl std::fmt::Display) -> Self {
+        Self::Nats(e.to_string())
+    }
+}

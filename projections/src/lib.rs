@@ -1,5 +1,19 @@
-//! Marquee's read models, each built from the event log by a projection (one per file), and
-//! the queries that serve browsing and search.
+//! Marquee's read models. Each is built by one projection (one file here) from the event log,
+//! and each file also holds the queries that serve it.
 //!
-//! Not built yet. Until it is, the command side answers its few reads (seat maps,
-//! reservations, tickets) from the showtime writers' in-memory state and small lookup tables.
+//! - [`projection`]: the `Projection` trait and the list of every projection.
+//! - [`tracking`]: applying events exactly once per projection and aggregate (progress rows,
+//!   gap filling from Postgres, parking), and the JetStream consumer handler built on it.
+//! - [`rebuild`]: building a projection from the whole events table, into any schema.
+//! - [`theaters`], [`movies`], [`showtimes`], [`seat_maps`], [`tickets`]: the read models.
+
+pub mod movies;
+pub mod projection;
+pub mod rebuild;
+pub mod seat_maps;
+pub mod showtimes;
+pub mod theaters;
+pub mod tickets;
+pub mod tracking;
+
+pub use projection::{all, Projection, ProjectionError};

@@ -101,3 +101,52 @@ impl Errors {
         }
     }
 }
+
+/// Most a search radius may be, in kilometres.
+pub const MAX_RADIUS_KM: f64 = 500.0;
+/// The radius when none is given.
+pub const DEFAULT_RADIUS_KM: f64 = 25.0;
+
+/// `lat`, `lon` and `radius_km` of a search: both coordinates or neither.
+pub fn near(
+    errors: &mut Errors,
+    lat: Option<f64>,
+    lon: Option<f64>,
+    radius_km: Option<f64>,
+) -> Option<marquee_projections::theaters::Near> {
+    let radius_km = radius_km.unwrap_or(DEFAULT_RADIUS_KM);
+    if !(radius_km > 0.0 && radius_km <= MAX_RADIUS_KM) {
+        errors.add(
+            "radius_km",
+            format!("must be above 0 and at most {MAX_RADIUS_KM}"),
+        );
+    }
+    match (lat, lon) {
+        (Some(lat), Some(lon)) => {
+            if marquee_domain::theater::Location::new(lat, lon).is_none() {
+                errors.add(
+                    "lat",
+                    "lat must be within [-90, 90] and lon within [-180, 180]",
+                );
+            }
+            Some(marquee_projections::theaters::Near {
+                lat,
+                lon,
+                radius_km,
+            })
+        }
+        (None, None) => None,
+        _ => {
+            errors.add("lat", "give both lat and lon, or neither");
+            None
+        }
+    }
+}
+
+/// A money JSON object from a read model.
+pub fn money_of(v: &serde_json::Value) -> MoneyDto {
+    serde_json::from_value(v.clone()).unwrap_or(MoneyDto {
+        amount: 0,
+        currency: String::new(),
+    })
+}

@@ -21,7 +21,8 @@ use utoipa_axum::router::OpenApiRouter;
     components(schemas(crate::error::Problem, crate::error::FieldError)),
     tags(
         (name = "users", description = "Accounts and tokens"),
-        (name = "catalog", description = "Theaters, movies and showtimes"),
+        (name = "catalog", description = "Theaters, movies and showtimes (admin commands)"),
+        (name = "browse", description = "Searching theaters, movies and showtimes, served from read models"),
         (name = "booking", description = "Seat maps, holds, payments and tickets"),
         (name = "operations", description = "Health and readiness"),
     )

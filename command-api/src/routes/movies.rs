@@ -2,7 +2,7 @@
 
 use super::dto::Errors;
 use crate::auth::Admin;
-use crate::error::{ApiError, AppJson, AppPath};
+use crate::error::{ApiError, AppJson, AppPath, AppQuery};
 use crate::event_store::Metadata;
 use crate::state::AppState;
 use axum::extract::State;
@@ -13,14 +13,15 @@ use marquee_domain::movie::{
     MAX_RUNTIME_MINUTES,
 };
 use marquee_domain::MovieId;
+use marquee_projections::movies::{self as read, MovieRow, Playing};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(create))
+        .routes(routes!(create, playing))
         .routes(routes!(get_one, update))
 }
 
@@ -55,6 +56,23 @@ pub struct Movie {
     pub synopsis: Option<String>,
     pub poster_url: Option<String>,
     pub trailer_url: Option<String>,
+}
+
+impl From<MovieRow> for Movie {
+    fn from(m: MovieRow) -> Self {
+        Self {
+            id: m.id,
+            title: m.title,
+            runtime_minutes: m.runtime_minutes.max(0) as u32,
+            rating: m.rating,
+            genres: m.genres,
+            language: m.language,
+            release_date: m.release_date,
+            synopsis: m.synopsis,
+            poster_url: m.poster_url,
+            trailer_url: m.trailer_url,
+        }
+    }
 }
 
 impl Movie {
@@ -182,6 +200,10 @@ async fn get_one(
     State(state): State<AppState>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<axum::Json<Movie>, ApiError> {
+    if let Some(row) = read::get(&state.pool, id).await? {
+        return Ok(axum::Json(row.into()));
+    }
+    // Not projected yet (just created): answer from the event store.
     let movie = load(&state, id).await?;
     Ok(axum::Json(
         Movie::from_aggregate(&movie).ok_or(ApiError::NotFound)?,
@@ -214,4 +236,91 @@ async fn update(
     Ok(axum::Json(
         Movie::from_aggregate(&movie).ok_or(ApiError::NotFound)?,
     ))
+}
+
+/// Which movies to list.
+#[derive(Deserialize, IntoParams)]
+pub struct PlayingQuery {
+    /// Latitude of the point to search near (with `lon`).
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    /// Kilometres around the point; default 25, at most 500.
+    pub radius_km: Option<f64>,
+    /// A day (`YYYY-MM-DD`) in each theater's time zone; default: everything from now on.
+    pub date: Option<NaiveDate>,
+    /// Text the title contains.
+    pub q: Option<String>,
+    /// A genre the movie has.
+    pub genre: Option<String>,
+}
+
+/// An upcoming showtime of a movie.
+#[derive(Serialize, ToSchema)]
+pub struct PlayingShowtime {
+    pub id: Uuid,
+    pub theater_id: Uuid,
+    pub theater_name: String,
+    /// Kilometres from the searched point (searches near a point only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance_km: Option<f64>,
+    pub starts_at: chrono::DateTime<chrono::Utc>,
+    pub format: Option<String>,
+    pub seats_available: i64,
+}
+
+/// A movie with its upcoming showtimes.
+#[derive(Serialize, ToSchema)]
+pub struct PlayingMovie {
+    #[serde(flatten)]
+    pub movie: Movie,
+    pub showtimes: Vec<PlayingShowtime>,
+}
+
+/// Movies found.
+#[derive(Serialize, ToSchema)]
+pub struct MovieList {
+    pub movies: Vec<PlayingMovie>,
+}
+
+/// The movies playing at theaters near a point (on a date, or from now on), each with its
+/// upcoming showtimes, soonest first.
+#[utoipa::path(get, path = "/v1/movies", tag = "browse", params(PlayingQuery),
+    responses((status = 200, body = MovieList),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+async fn playing(
+    State(state): State<AppState>,
+    AppQuery(query): AppQuery<PlayingQuery>,
+) -> Result<axum::Json<MovieList>, ApiError> {
+    let mut errors = Errors::default();
+    let near = super::dto::near(&mut errors, query.lat, query.lon, query.radius_km);
+    let title = errors.optional_text("q", query.q.as_deref(), 100);
+    let genre = errors.optional_text("genre", query.genre.as_deref(), 50);
+    errors.finish()?;
+    let filter = Playing {
+        near,
+        date: query.date,
+        title,
+        genre,
+    };
+    let found = read::playing(&state.pool, &filter, crate::event_store::now()).await?;
+    let movies = found
+        .into_iter()
+        .map(|(movie, shows)| PlayingMovie {
+            movie: movie.into(),
+            showtimes: shows
+                .into_iter()
+                .map(|s| PlayingShowtime {
+                    id: s.id,
+                    theater_id: s.theater_id,
+                    theater_name: s.theater_name,
+                    distance_km: s.distance_km.map(|d| (d * 1000.0).round() / 1000.0),
+                    starts_at: s.starts_at,
+                    format: s.format,
+                    seats_available: s.seats_available,
+                })
+                .collect(),
+        })
+        .collect();
+    Ok(axum::Json(MovieList { movies }))
 }

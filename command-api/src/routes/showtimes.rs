@@ -1,9 +1,9 @@
 //! Showtimes: scheduling and cancelling (admin), reading one, and its seat map.
 
-use super::dto::{Errors, MoneyDto};
+use super::dto::{money_of, Errors, MoneyDto};
 use super::{movies, theaters};
 use crate::auth::{Admin, MaybeUser};
-use crate::error::{ApiError, AppJson, AppPath};
+use crate::error::{ApiError, AppJson, AppPath, AppQuery};
 use crate::event_store::{insert, now, to_new_events, Metadata, StoreError};
 use crate::state::AppState;
 use crate::writer::WriteError;
@@ -17,15 +17,17 @@ use marquee_domain::showtime::{
 };
 use marquee_domain::theater::{Slot, Theater, TheaterCommand, CLEANING_GAP_MINUTES};
 use marquee_domain::{Money, MovieId, ScreenId, ShowtimeId, TheaterId};
+use marquee_projections::seat_maps;
+use marquee_projections::showtimes::{self as read, ShowtimeRow};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(create))
+        .routes(routes!(create, list))
         .routes(routes!(get_one, cancel))
         .routes(routes!(seat_map))
 }
@@ -64,6 +66,33 @@ pub struct Showtime {
     pub status: &'static str,
     pub capacity: usize,
     pub seats_available: usize,
+}
+
+impl From<ShowtimeRow> for Showtime {
+    fn from(r: ShowtimeRow) -> Self {
+        let prices = r
+            .prices
+            .as_object()
+            .map(|m| m.iter().map(|(k, v)| (k.clone(), money_of(v))).collect())
+            .unwrap_or_default();
+        Self {
+            id: r.id,
+            movie_id: r.movie_id,
+            theater_id: r.theater_id,
+            screen_id: r.screen_id,
+            starts_at: r.starts_at,
+            ends_at: r.ends_at,
+            format: r.format,
+            prices,
+            status: if r.cancelled {
+                "cancelled"
+            } else {
+                "scheduled"
+            },
+            capacity: r.capacity.max(0) as usize,
+            seats_available: r.seats_available.max(0) as usize,
+        }
+    }
 }
 
 impl Showtime {
@@ -255,6 +284,10 @@ async fn get_one(
     State(state): State<AppState>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<axum::Json<Showtime>, ApiError> {
+    if let Some(row) = read::get(&state.pool, id).await? {
+        return Ok(axum::Json(row.into()));
+    }
+    // Not projected yet (just scheduled): answer from the showtime's writer.
     let showtime = state_of(&state, id).await?;
     Ok(axum::Json(
         Showtime::from_state(&showtime, now()).ok_or(ApiError::NotFound)?,
@@ -329,9 +362,9 @@ pub struct SeatDto {
     #[schema(example = "F7")]
     pub seat: String,
     /// `standard`, `premium`, `wheelchair` or `companion`.
-    pub kind: &'static str,
+    pub kind: String,
     /// `available`, `held` or `sold`.
-    pub status: &'static str,
+    pub status: String,
     pub price: MoneyDto,
     /// Position in the row (gaps count), for drawing aisles.
     pub column: usize,
@@ -357,68 +390,6 @@ pub struct SeatMap {
     pub rows: Vec<RowDto>,
 }
 
-fn seat_map_of(
-    s: &ShowtimeAggregate,
-    id: Uuid,
-    at: DateTime<Utc>,
-    caller: Option<marquee_domain::UserId>,
-) -> SeatMap {
-    let mut map = SeatMap {
-        showtime_id: id,
-        available: 0,
-        held: 0,
-        sold: 0,
-        rows: vec![],
-    };
-    for row in s.layout().rows {
-        let seats = row
-            .seats
-            .iter()
-            .map(|seat| {
-                let state = s.seat_state(&seat.label, at);
-                let (status, mine) = match state {
-                    SeatState::Available => {
-                        map.available += 1;
-                        ("available", None)
-                    }
-                    SeatState::Sold(_) => {
-                        map.sold += 1;
-                        ("sold", None)
-                    }
-                    SeatState::Held(r) => {
-                        map.held += 1;
-                        let owner = s.holds.get(&r).map(|h| h.customer_id);
-                        (
-                            "held",
-                            (caller.is_some() && owner == caller).then_some(true),
-                        )
-                    }
-                };
-                let price = s
-                    .price_of(seat.kind)
-                    .map(MoneyDto::from)
-                    .unwrap_or(MoneyDto {
-                        amount: 0,
-                        currency: String::new(),
-                    });
-                SeatDto {
-                    seat: seat.label.to_string(),
-                    kind: seat.kind.as_str(),
-                    status,
-                    price,
-                    column: seat.column,
-                    mine,
-                }
-            })
-            .collect();
-        map.rows.push(RowDto {
-            row: row.name,
-            seats,
-        });
-    }
-    map
-}
-
 /// The seat map: every seat with its kind, price and status. An expired hold shows its seats
 /// as available at once. With a token, the caller's own held seats carry `"mine": true`.
 #[utoipa::path(get, path = "/v1/showtimes/{id}/seats", tag = "booking", params(("id" = Uuid, Path)),
@@ -428,12 +399,72 @@ async fn seat_map(
     MaybeUser(user): MaybeUser,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<axum::Json<SeatMap>, ApiError> {
-    let showtime = state_of(&state, id).await?;
-    let at = showtime.effective_now(now());
-    Ok(axum::Json(seat_map_of(
-        &showtime,
-        id,
-        at,
-        user.map(|u| u.id),
-    )))
+    let caller = user.map(|u| u.id.0);
+    let seats = seat_maps::get(&state.pool, id, now(), caller)
+        .await?
+        .ok_or(ApiError::NotFound)?;
+    let mut map = SeatMap {
+        showtime_id: id,
+        available: 0,
+        held: 0,
+        sold: 0,
+        rows: vec![],
+    };
+    for seat in seats {
+        match seat.status.as_str() {
+            "sold" => map.sold += 1,
+            "held" => map.held += 1,
+            _ => map.available += 1,
+        }
+        if map.rows.last().is_none_or(|r| r.row != seat.row_name) {
+            map.rows.push(RowDto {
+                row: seat.row_name.clone(),
+                seats: vec![],
+            });
+        }
+        let row = map.rows.last_mut().expect("pushed above");
+        row.seats.push(SeatDto {
+            seat: seat.seat,
+            kind: seat.kind,
+            status: seat.status,
+            price: money_of(&seat.price),
+            column: seat.column_index.max(0) as usize,
+            mine: seat.mine.then_some(true),
+        });
+    }
+    Ok(axum::Json(map))
+}
+
+/// Which showtimes to list.
+#[derive(Deserialize, IntoParams)]
+pub struct ShowtimeQuery {
+    pub movie_id: Option<Uuid>,
+    pub theater_id: Option<Uuid>,
+    /// A day (`YYYY-MM-DD`) in the theater's time zone; default: everything from now on.
+    pub date: Option<chrono::NaiveDate>,
+}
+
+/// Showtimes found.
+#[derive(Serialize, ToSchema)]
+pub struct ShowtimeList {
+    pub showtimes: Vec<Showtime>,
+}
+
+/// Showtimes by movie, theater and date, soonest first.
+#[utoipa::path(get, path = "/v1/showtimes", tag = "browse", params(ShowtimeQuery),
+    responses((status = 200, body = ShowtimeList),
+        (status = 400, body = crate::error::Problem, content_type = "application/problem+json")))]
+async fn list(
+    State(state): State<AppState>,
+    AppQuery(query): AppQuery<ShowtimeQuery>,
+) -> Result<axum::Json<ShowtimeList>, ApiError> {
+    let filter = read::Filter {
+        movie_id: query.movie_id,
+        theater_id: query.theater_id,
+        date: query.date,
+    };
+    let rows = read::list(&state.pool, &filter, now()).await?;
+    Ok(axum::Json(ShowtimeList {
+        showtimes: rows.into_iter().map(Showtime::from).collect(),
+    }))
 }

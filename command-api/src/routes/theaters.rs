@@ -2,7 +2,7 @@
 
 use super::dto::Errors;
 use crate::auth::Admin;
-use crate::error::{ApiError, AppJson, AppPath};
+use crate::error::{ApiError, AppJson, AppPath, AppQuery};
 use crate::event_store::Metadata;
 use crate::state::AppState;
 use axum::extract::State;
@@ -13,14 +13,15 @@ use marquee_domain::theater::{
     TheaterError,
 };
 use marquee_domain::{ScreenId, TheaterId};
+use marquee_projections::theaters::{self as read, TheaterRow};
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
 
 pub fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new()
-        .routes(routes!(create))
+        .routes(routes!(create, search))
         .routes(routes!(get_one, update))
 }
 
@@ -76,7 +77,7 @@ pub struct TheaterPatch {
 }
 
 /// A screen of a theater.
-#[derive(Serialize, ToSchema)]
+#[derive(Serialize, Deserialize, ToSchema)]
 pub struct ScreenDto {
     pub id: Uuid,
     pub name: String,
@@ -95,6 +96,27 @@ pub struct Theater {
     pub location: LocationDto,
     pub timezone: String,
     pub screens: Vec<ScreenDto>,
+    /// Kilometres from the searched point (searches near a point only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub distance_km: Option<f64>,
+}
+
+impl From<TheaterRow> for Theater {
+    fn from(r: TheaterRow) -> Self {
+        Self {
+            id: r.id,
+            name: r.name,
+            address: r.address,
+            city: r.city,
+            location: LocationDto {
+                lat: r.lat,
+                lon: r.lon,
+            },
+            timezone: r.timezone,
+            screens: serde_json::from_value(r.screens).unwrap_or_default(),
+            distance_km: r.distance_km.map(|d| (d * 1000.0).round() / 1000.0),
+        }
+    }
 }
 
 impl Theater {
@@ -122,6 +144,7 @@ impl Theater {
                         .unwrap_or(0),
                 })
                 .collect(),
+            distance_km: None,
         })
     }
 }
@@ -150,6 +173,23 @@ fn check_timezone(errors: &mut Errors, tz: &str) -> String {
         );
     }
     tz
+}
+
+/// Refuses a time zone Postgres does not know: dates of showtimes are computed in it.
+async fn check_known_timezone(state: &AppState, tz: &str) -> Result<(), ApiError> {
+    let known: bool =
+        sqlx::query_scalar("select exists(select 1 from pg_timezone_names where name = $1)")
+            .bind(tz)
+            .fetch_one(&state.pool)
+            .await?;
+    if known {
+        Ok(())
+    } else {
+        Err(ApiError::field(
+            "timezone",
+            "is not a known IANA time zone such as America/New_York",
+        ))
+    }
 }
 
 fn layout_field(screen: usize, e: &LayoutError) -> String {
@@ -214,6 +254,7 @@ async fn create(
     AppJson(body): AppJson<NewTheater>,
 ) -> Result<(StatusCode, axum::Json<Theater>), ApiError> {
     let (details, screens) = parse_new(body)?;
+    check_known_timezone(&state, &details.timezone).await?;
     let id = TheaterId(Uuid::now_v7());
     let command = TheaterCommand::Add {
         id,
@@ -251,10 +292,56 @@ async fn get_one(
     State(state): State<AppState>,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<axum::Json<Theater>, ApiError> {
+    if let Some(row) = read::get(&state.pool, id).await? {
+        return Ok(axum::Json(row.into()));
+    }
+    // Not projected yet (just created): answer from the event store.
     let theater = load(&state, id).await?;
     Ok(axum::Json(
         Theater::from_aggregate(&theater).ok_or(ApiError::NotFound)?,
     ))
+}
+
+/// What to search for.
+#[derive(Deserialize, IntoParams)]
+pub struct TheaterSearch {
+    /// Latitude of the point to search near (with `lon`).
+    pub lat: Option<f64>,
+    pub lon: Option<f64>,
+    /// Kilometres around the point; default 25, at most 500.
+    pub radius_km: Option<f64>,
+    /// Text the name or city contains.
+    pub q: Option<String>,
+    /// Most theaters returned; default 20, at most 100.
+    pub limit: Option<i64>,
+}
+
+/// Theaters found.
+#[derive(Serialize, ToSchema)]
+pub struct TheaterList {
+    pub theaters: Vec<Theater>,
+}
+
+/// Theaters near a point (nearest first, with `distance_km`) and/or matching a name or city.
+#[utoipa::path(get, path = "/v1/theaters", tag = "browse", params(TheaterSearch),
+    responses((status = 200, body = TheaterList),
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+async fn search(
+    State(state): State<AppState>,
+    AppQuery(query): AppQuery<TheaterSearch>,
+) -> Result<axum::Json<TheaterList>, ApiError> {
+    let mut errors = Errors::default();
+    let near = super::dto::near(&mut errors, query.lat, query.lon, query.radius_km);
+    let q = errors.optional_text("q", query.q.as_deref(), 100);
+    let limit = query.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        errors.add("limit", "must be 1 to 100");
+    }
+    errors.finish()?;
+    let rows = read::search(&state.pool, near, q.as_deref(), limit).await?;
+    Ok(axum::Json(TheaterList {
+        theaters: rows.into_iter().map(Theater::from).collect(),
+    }))
 }
 
 /// Change a theater's name, address, city, location or time zone (admin).
@@ -279,6 +366,9 @@ async fn update(
         timezone: body.timezone.map(|v| check_timezone(&mut errors, &v)),
     };
     errors.finish()?;
+    if let Some(tz) = &changes.timezone {
+        check_known_timezone(&state, tz).await?;
+    }
     let meta = Metadata::for_user(&admin);
     let (theater, _) = state
         .store

@@ -21,10 +21,10 @@ use marquee_domain::showtime::{
     ConfirmPayment, FailPayment, NewTicket, Showtime, ShowtimeCommand, ShowtimeEvent, StartPayment,
     Ticket as DomainTicket, TicketStatus,
 };
-use marquee_domain::{PaymentId, ReservationId, ShowtimeId, TicketId, UserId};
+use marquee_domain::{PaymentId, ReservationId, ShowtimeId, TicketId};
+use marquee_projections::tickets as read;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -300,6 +300,14 @@ async fn get_one(
     user: AuthUser,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<axum::Json<Ticket>, ApiError> {
+    if let Some(t) = read::get(&state.pool, id).await? {
+        return if t.customer_id == user.id.0 {
+            Ok(axum::Json(t.into()))
+        } else {
+            Err(ApiError::NotFound)
+        };
+    }
+    // Not projected yet (just bought): answer from the showtime's writer.
     let row: Option<(Uuid, Uuid)> =
         sqlx::query_as("select showtime_id, customer_id from ticket_index where ticket_id = $1")
             .bind(id)
@@ -336,46 +344,35 @@ async fn my_tickets(
     if !["upcoming", "past", "all"].contains(&which) {
         return Err(ApiError::field("status", "use upcoming, past or all"));
     }
-    let tickets = tickets_of(&state, user.id).await?;
-    let at = now();
-    let mut list: Vec<Ticket> = tickets
-        .into_iter()
-        .filter(|t| match which {
-            "upcoming" => t.starts_at > at,
-            "past" => t.starts_at <= at,
-            _ => true,
-        })
-        .collect();
-    list.sort_by(|a, b| {
-        let (ua, ub) = (a.starts_at > at, b.starts_at > at);
-        ub.cmp(&ua).then(if ua {
-            a.starts_at.cmp(&b.starts_at)
-        } else {
-            b.starts_at.cmp(&a.starts_at)
-        })
-    });
-    Ok(axum::Json(TicketList { tickets: list }))
+    let upcoming = match which {
+        "upcoming" => Some(true),
+        "past" => Some(false),
+        _ => None,
+    };
+    let rows = read::of_customer(&state.pool, user.id.0, upcoming, now()).await?;
+    Ok(axum::Json(TicketList {
+        tickets: rows.into_iter().map(Ticket::from).collect(),
+    }))
 }
 
-async fn tickets_of(state: &AppState, user: UserId) -> Result<Vec<Ticket>, ApiError> {
-    let rows: Vec<(Uuid, Uuid)> =
-        sqlx::query_as("select showtime_id, ticket_id from ticket_index where customer_id = $1")
-            .bind(user.0)
-            .fetch_all(&state.pool)
-            .await?;
-    let mut by_showtime: BTreeMap<Uuid, Vec<Uuid>> = BTreeMap::new();
-    for (showtime, ticket) in rows {
-        by_showtime.entry(showtime).or_default().push(ticket);
+impl From<read::TicketRow> for Ticket {
+    fn from(t: read::TicketRow) -> Self {
+        Self {
+            id: t.id,
+            reservation_id: t.reservation_id,
+            showtime_id: t.showtime_id,
+            movie_title: t.movie_title,
+            theater_name: t.theater_name,
+            screen_name: t.screen_name,
+            starts_at: t.starts_at,
+            seat: t.seat,
+            price: super::dto::money_of(&t.price),
+            status: if t.status == "refunded" {
+                "refunded"
+            } else {
+                "valid"
+            },
+            code: t.code,
+        }
     }
-    let mut out = Vec::new();
-    for (showtime, ids) in by_showtime {
-        let s = state_of(state, showtime).await?;
-        let names = names(state, &s).await?;
-        out.extend(
-            ids.iter()
-                .filter_map(|id| s.tickets.get(&TicketId(*id)))
-                .map(|t| ticket_dto(t, &s, &names)),
-        );
-    }
-    Ok(out)
 }

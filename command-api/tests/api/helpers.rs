@@ -9,6 +9,9 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+/// Namespaces of test runs start with this.
+const TEST_PREFIX: &str = "mqt";
+
 pub const ADMIN_EMAIL: &str = "admin@marquee.test";
 pub const ADMIN_PASSWORD: &str = "admin-password";
 
@@ -24,7 +27,9 @@ pub fn test_config(database: &str) -> Config {
         database_url: format!("{}/{database}", server_url()),
         nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
         http_addr: "127.0.0.1:0".parse().unwrap(),
-        namespace: format!("test-{database}"),
+        // Short (a namespace is at most 32 characters) and marked, so old test streams can be
+        // told apart and removed.
+        namespace: format!("{TEST_PREFIX}{}", &database[database.len() - 12..]),
         hold_for: Duration::from_secs(420),
         payment_pin: Duration::from_secs(600),
         admin: Some((ADMIN_EMAIL.into(), ADMIN_PASSWORD.into())),
@@ -60,6 +65,7 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the engine with a given configuration (e.g. a second process on the same database).
 pub async fn spawn_with(config: Config) -> TestApp {
+    remove_old_test_streams(&config.nats_url).await;
     let state = startup::build_state(config.clone())
         .await
         .expect("engine builds");
@@ -77,7 +83,37 @@ pub async fn spawn_with(config: Config) -> TestApp {
     }
 }
 
+/// Deletes the JetStream streams that earlier test runs left, once per test process (before
+/// this process creates any of its own).
+async fn remove_old_test_streams(url: &str) {
+    static ONCE: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    ONCE.get_or_init(|| async {
+        use futures::TryStreamExt;
+        let client = async_nats::connect(url).await.expect("NATS is running");
+        let js = async_nats::jetstream::new(client);
+        let names: Vec<String> = js.stream_names().try_collect().await.unwrap_or_default();
+        for name in names.iter().filter(|n| n.starts_with(TEST_PREFIX)) {
+            let _ = js.delete_stream(name).await;
+        }
+    })
+    .await;
+}
+
 impl TestApp {
+    /// Waits until every read model has applied every stored event.
+    pub async fn settle(&self) {
+        for _ in 0..500 {
+            let behind = marquee_projections::tracking::unapplied(&self.pool)
+                .await
+                .unwrap();
+            if behind == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("the read models did not catch up within 10 seconds");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -103,7 +139,9 @@ impl TestApp {
         self.send(Method::POST, path, token, Some(body)).await
     }
 
+    /// GETs after the read models have caught up, so tests read what they just wrote.
     pub async fn get(&self, path: &str, token: Option<&str>) -> Response {
+        self.settle().await;
         self.send(Method::GET, path, token, None).await
     }
 

@@ -1,0 +1,56 @@
+//! What a projection is.
+
+use async_trait::async_trait;
+use marquee_nats::Envelope;
+use serde::de::DeserializeOwned;
+use sqlx::PgConnection;
+use std::sync::Arc;
+
+/// Why an event could not be applied.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot decode {event_type} v{version}: {message}")]
+    Decode {
+        event_type: String,
+        version: String,
+        message: String,
+    },
+}
+
+/// One read model, built from the events of one aggregate type.
+///
+/// `apply` is a plain function of the event and a connection inside the caller's
+/// transaction; it names tables without a schema, so a rebuild can point it at fresh tables.
+#[async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Stable short name: the durable consumer's and the progress rows'.
+    fn name(&self) -> &'static str;
+    /// The aggregate type whose events it reads.
+    fn aggregate_type(&self) -> &'static str;
+    /// The tables it writes, in the order to create them.
+    fn tables(&self) -> &'static [&'static str];
+    /// Applies one event. Called once per event and aggregate sequence, in sequence order.
+    async fn apply(&self, event: &Envelope, db: &mut PgConnection) -> Result<(), ProjectionError>;
+}
+
+/// Every projection of Marquee.
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(crate::theaters::Theaters),
+        Arc::new(crate::movies::Movies),
+        Arc::new(crate::showtimes::Showtimes),
+        Arc::new(crate::seat_maps::SeatMaps),
+        Arc::new(crate::tickets::Tickets),
+    ]
+}
+
+/// Decodes an event's payload into the domain's event type.
+pub fn decode<E: DeserializeOwned>(event: &Envelope) -> Result<E, ProjectionError> {
+    serde_json::from_value(event.payload.clone()).map_err(|e| ProjectionError::Decode {
+        event_type: event.event_type.clone(),
+        version: event.event_version.clone(),
+        message: e.to_string(),
+    })
+}

@@ -1,0 +1,194 @@
+//! The seat map of each showtime: one row per seat.
+//!
+//! A seat's status is computed when read, against the clock: sold with a valid ticket, held
+//! while `held_until` is in the future, available otherwise. A hold therefore shows its seats
+//! available from the instant it expires, before `HoldExpired` is recorded.
+
+use crate::projection::{decode, Projection, ProjectionError};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use marquee_domain::seating::SeatLayout;
+use marquee_domain::showtime::{ShowtimeDetails, ShowtimeEvent};
+use marquee_nats::Envelope;
+use serde_json::{json, Value};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+pub struct SeatMaps;
+
+#[async_trait]
+impl Projection for SeatMaps {
+    fn name(&self) -> &'static str {
+        "seat_maps"
+    }
+    fn aggregate_type(&self) -> &'static str {
+        "Showtime"
+    }
+    fn tables(&self) -> &'static [&'static str] {
+        &["seats_view", "holds_view"]
+    }
+
+    async fn apply(&self, event: &Envelope, db: &mut PgConnection) -> Result<(), ProjectionError> {
+        let showtime: Uuid = event.aggregate_id.parse().unwrap_or_default();
+        match decode::<ShowtimeEvent>(event)? {
+            ShowtimeEvent::ShowtimeScheduled { details, .. } => {
+                insert_seats(db, showtime, &details).await?
+            }
+            ShowtimeEvent::SeatsHeld(h) => {
+                let seats: Vec<String> = h.seats.iter().map(ToString::to_string).collect();
+                sqlx::query(
+                    "update seats_view set reservation_id = $3, customer_id = $4, held_until = $5
+                     where showtime_id = $1 and seat = any($2)",
+                )
+                .bind(showtime)
+                .bind(&seats)
+                .bind(h.reservation_id.0)
+                .bind(h.customer_id.0)
+                .bind(h.expires_at)
+                .execute(&mut *db)
+                .await?;
+                sqlx::query(
+                    "insert into holds_view (reservation_id, showtime_id, expires_at)
+                     values ($1, $2, $3) on conflict do nothing",
+                )
+                .bind(h.reservation_id.0)
+                .bind(showtime)
+                .bind(h.expires_at)
+                .execute(&mut *db)
+                .await?;
+            }
+            ShowtimeEvent::HoldReleased { reservation_id, .. }
+            | ShowtimeEvent::HoldExpired { reservation_id, .. } => {
+                free(db, reservation_id.0).await?
+            }
+            ShowtimeEvent::PaymentStarted(p) => {
+                sqlx::query("update seats_view set held_until = $2 where reservation_id = $1")
+                    .bind(p.reservation_id.0)
+                    .bind(p.pinned_until)
+                    .execute(db)
+                    .await?;
+            }
+            ShowtimeEvent::PaymentFailed(p) => {
+                // Back to the hold's own expiry, never past the pin (the aggregate's rule).
+                sqlx::query(
+                    "update seats_view s set held_until = least(h.expires_at, s.held_until)
+                     from holds_view h
+                     where h.reservation_id = $1 and s.reservation_id = $1",
+                )
+                .bind(p.reservation_id.0)
+                .execute(db)
+                .await?;
+            }
+            ShowtimeEvent::TicketsIssued(t) => {
+                for ticket in &t.tickets {
+                    sqlx::query(
+                        "update seats_view set ticket_id = $3, reservation_id = null,
+                                customer_id = null, held_until = null
+                         where showtime_id = $1 and seat = $2",
+                    )
+                    .bind(showtime)
+                    .bind(ticket.seat.as_str())
+                    .bind(ticket.ticket_id.0)
+                    .execute(&mut *db)
+                    .await?;
+                }
+                free(db, t.reservation_id.0).await?;
+            }
+            ShowtimeEvent::TicketRefunded(r) => {
+                sqlx::query("update seats_view set ticket_id = null where ticket_id = $1")
+                    .bind(r.ticket_id.0)
+                    .execute(db)
+                    .await?;
+            }
+            ShowtimeEvent::PaymentRefunded { .. } | ShowtimeEvent::ShowtimeCancelled { .. } => {}
+        }
+        Ok(())
+    }
+}
+
+async fn insert_seats(
+    db: &mut PgConnection,
+    showtime: Uuid,
+    d: &ShowtimeDetails,
+) -> Result<(), sqlx::Error> {
+    let layout = SeatLayout::parse(&d.layout).unwrap_or_default();
+    for (row_index, row) in layout.rows.iter().enumerate() {
+        for (seat_index, seat) in row.seats.iter().enumerate() {
+            let price = d.prices.get(&seat.kind).map_or(
+                Value::Null,
+                |m| json!({"amount": m.amount, "currency": m.currency}),
+            );
+            sqlx::query(
+                "insert into seats_view (showtime_id, seat, row_name, row_index, seat_index,
+                                         column_index, kind, price)
+                 values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict do nothing",
+            )
+            .bind(showtime)
+            .bind(seat.label.as_str())
+            .bind(&row.name)
+            .bind(row_index as i32)
+            .bind(seat_index as i32)
+            .bind(seat.column as i32)
+            .bind(seat.kind.as_str())
+            .bind(price)
+            .execute(&mut *db)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+/// Clears a closed hold from its seats (those another hold has since taken keep theirs).
+async fn free(db: &mut PgConnection, reservation: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update seats_view set reservation_id = null, customer_id = null, held_until = null
+         where reservation_id = $1",
+    )
+    .bind(reservation)
+    .execute(&mut *db)
+    .await?;
+    sqlx::query("delete from holds_view where reservation_id = $1")
+        .bind(reservation)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// One seat at a given time.
+#[derive(Clone, Debug, PartialEq, sqlx::FromRow)]
+pub struct SeatRow {
+    pub seat: String,
+    pub row_name: String,
+    pub column_index: i32,
+    pub kind: String,
+    pub price: Value,
+    /// `available`, `held` or `sold`.
+    pub status: String,
+    /// Whether the seat is held by the customer asked about.
+    pub mine: bool,
+}
+
+/// The seat map of a showtime at `at`, front row first, left to right; `None` if the
+/// showtime is unknown. `caller` marks their own held seats.
+pub async fn get(
+    pool: &PgPool,
+    showtime: Uuid,
+    at: DateTime<Utc>,
+    caller: Option<Uuid>,
+) -> Result<Option<Vec<SeatRow>>, sqlx::Error> {
+    let rows: Vec<SeatRow> = sqlx::query_as(
+        "select seat, row_name, column_index, kind, price,
+                case when ticket_id is not null then 'sold'
+                     when held_until > $2 then 'held'
+                     else 'available' end as status,
+                (ticket_id is null and held_until > $2 and customer_id = $3) is true as mine
+         from seats_view where showtime_id = $1
+         order by row_index, seat_index",
+    )
+    .bind(showtime)
+    .bind(at)
+    .bind(caller)
+    .fetch_all(pool)
+    .await?;
+    Ok((!rows.is_empty()).then_some(rows))
+}

@@ -1,0 +1,269 @@
+//! Applying events exactly once per projection and aggregate.
+//!
+//! Each projection keeps, per aggregate, the last sequence it applied (`projection_progress`),
+//! updated in the same transaction as the read model. So an event delivered twice is skipped,
+//! and an event that arrives after a gap (its predecessor not applied yet: JetStream
+//! redelivers a failed message later, after its successors) first has the missing events read
+//! from the events table, the source of truth, and applied in order. Nothing is ever skipped.
+//!
+//! An aggregate whose event keeps failing is parked (`parked_events`): its later events are
+//! acknowledged but not applied, and they are applied from the events table once the
+//! aggregate is unparked ([`retry_parked`], run when a projector starts).
+
+use crate::projection::{Projection, ProjectionError};
+use async_trait::async_trait;
+use marquee_nats::consumer::{self, Handler, Spec};
+use marquee_nats::envelope::COLUMNS;
+use marquee_nats::{Envelope, Namespace};
+use sqlx::{PgConnection, PgPool};
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+
+/// Applies `event` unless it was applied already; fills a gap before it from the events table.
+/// Returns whether anything was applied. Runs inside the caller's transaction.
+pub async fn apply_tracked(
+    projection: &dyn Projection,
+    event: &Envelope,
+    db: &mut PgConnection,
+) -> Result<bool, ProjectionError> {
+    let name = projection.name();
+    sqlx::query(
+        "insert into projection_progress (projection, aggregate_type, aggregate_id, last_sequence)
+         values ($1, $2, $3, 0) on conflict do nothing",
+    )
+    .bind(name)
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .execute(&mut *db)
+    .await?;
+    // The row lock serializes projector processes working on the same aggregate.
+    let last: i64 = sqlx::query_scalar(
+        "select last_sequence from projection_progress
+         where projection = $1 and aggregate_type = $2 and aggregate_id = $3 for update",
+    )
+    .bind(name)
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .fetch_one(&mut *db)
+    .await?;
+    if event.sequence <= last || is_parked(name, event, db).await? {
+        return Ok(false);
+    }
+    if event.sequence > last + 1 {
+        let missing = events_between(db, event, last, event.sequence).await?;
+        for e in &missing {
+            projection.apply(e, db).await?;
+        }
+    }
+    projection.apply(event, db).await?;
+    sqlx::query(
+        "update projection_progress set last_sequence = $4
+         where projection = $1 and aggregate_type = $2 and aggregate_id = $3",
+    )
+    .bind(name)
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .bind(event.sequence)
+    .execute(&mut *db)
+    .await?;
+    Ok(true)
+}
+
+async fn is_parked(
+    name: &str,
+    event: &Envelope,
+    db: &mut PgConnection,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar(
+        "select exists(select 1 from parked_events
+                       where projection = $1 and aggregate_type = $2 and aggregate_id = $3)",
+    )
+    .bind(name)
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .fetch_one(db)
+    .await
+}
+
+/// The events of `event`'s aggregate with `after < sequence < before`.
+async fn events_between(
+    db: &mut PgConnection,
+    event: &Envelope,
+    after: i64,
+    before: i64,
+) -> Result<Vec<Envelope>, sqlx::Error> {
+    let sql = format!(
+        "select {COLUMNS} from events
+         where aggregate_type = $1 and aggregate_id = $2 and sequence > $3 and sequence < $4
+         order by sequence"
+    );
+    sqlx::query_as::<_, Envelope>(&sql)
+        .bind(&event.aggregate_type)
+        .bind(&event.aggregate_id)
+        .bind(after)
+        .bind(before)
+        .fetch_all(db)
+        .await
+}
+
+/// A projection fed by a JetStream consumer.
+pub struct ProjectionHandler {
+    pub projection: Arc<dyn Projection>,
+    pub pool: PgPool,
+}
+
+#[async_trait]
+impl Handler for ProjectionHandler {
+    async fn apply(&self, events: &[Envelope]) -> Result<(), String> {
+        let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
+        for event in events {
+            apply_tracked(self.projection.as_ref(), event, &mut tx)
+                .await
+                .map_err(|e| e.to_string())?;
+        }
+        tx.commit().await.map_err(|e| e.to_string())?;
+        let now = chrono::Utc::now();
+        let lag = metrics::histogram!("marquee_projection_lag_seconds", "projection" => self.projection.name());
+        for event in events {
+            lag.record(event.age_seconds(now));
+        }
+        metrics::counter!("marquee_projection_applied_total", "projection" => self.projection.name())
+            .increment(events.len() as u64);
+        Ok(())
+    }
+
+    async fn park(&self, event: &Envelope, error: &str) -> Result<(), String> {
+        sqlx::query(
+            "insert into parked_events
+                 (projection, aggregate_type, aggregate_id, sequence, event_type, error)
+             values ($1, $2, $3, $4, $5, $6) on conflict do nothing",
+        )
+        .bind(self.projection.name())
+        .bind(&event.aggregate_type)
+        .bind(&event.aggregate_id)
+        .bind(event.sequence)
+        .bind(&event.event_type)
+        .bind(error)
+        .execute(&self.pool)
+        .await
+        .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+}
+
+/// Tries again every parked aggregate of a projection, applying its events from the events
+/// table; unparks those that now apply. Returns how many were unparked.
+pub async fn retry_parked(
+    pool: &PgPool,
+    projection: &dyn Projection,
+) -> Result<usize, ProjectionError> {
+    let parked: Vec<(String, String)> = sqlx::query_as(
+        "select aggregate_type, aggregate_id from parked_events where projection = $1",
+    )
+    .bind(projection.name())
+    .fetch_all(pool)
+    .await?;
+    let mut unparked = 0;
+    for (aggregate_type, aggregate_id) in parked {
+        let mut tx = pool.begin().await?;
+        sqlx::query(
+            "delete from parked_events
+             where projection = $1 and aggregate_type = $2 and aggregate_id = $3",
+        )
+        .bind(projection.name())
+        .bind(&aggregate_type)
+        .bind(&aggregate_id)
+        .execute(&mut *tx)
+        .await?;
+        let sql = format!(
+            "select {COLUMNS} from events where aggregate_type = $1 and aggregate_id = $2
+             order by sequence"
+        );
+        let events = sqlx::query_as::<_, Envelope>(&sql)
+            .bind(&aggregate_type)
+            .bind(&aggregate_id)
+            .fetch_all(&mut *tx)
+            .await?;
+        let mut ok = true;
+        for e in &events {
+            if let Err(err) = apply_tracked(projection, e, &mut tx).await {
+                tracing::warn!(projection = projection.name(), aggregate_id, error = %err, "parked aggregate still fails");
+                ok = false;
+                break;
+            }
+        }
+        if ok {
+            tx.commit().await?;
+            unparked += 1;
+        }
+    }
+    Ok(unparked)
+}
+
+/// Runs every projection's consumer until `shutdown`.
+pub async fn run_all(
+    pool: PgPool,
+    client: async_nats::Client,
+    ns: Namespace,
+    shutdown: CancellationToken,
+) {
+    let mut tasks = Vec::new();
+    for projection in crate::all() {
+        match retry_parked(&pool, projection.as_ref()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                projection = projection.name(),
+                unparked = n,
+                "unparked aggregates"
+            ),
+            Err(e) => {
+                tracing::warn!(projection = projection.name(), error = %e, "could not retry parked aggregates")
+            }
+        }
+        let spec = Spec {
+            name: projection.name().to_owned(),
+            filter_subject: ns.aggregate_filter(projection.aggregate_type()),
+        };
+        let handler = Arc::new(ProjectionHandler {
+            projection,
+            pool: pool.clone(),
+        });
+        tasks.push(tokio::spawn(consumer::run(
+            client.clone(),
+            ns.clone(),
+            spec,
+            handler,
+            shutdown.clone(),
+        )));
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+}
+
+/// How many (projection, aggregate) pairs have events stored that the projection has not
+/// applied yet. Zero means every read model has caught up with the log.
+pub async fn unapplied(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    let projections = crate::all();
+    let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+    let types: Vec<&str> = projections.iter().map(|p| p.aggregate_type()).collect();
+    sqlx::query_scalar(
+        "with latest as (
+             select aggregate_type, aggregate_id, max(sequence) as last from events group by 1, 2
+         ),
+         wanted as (
+             select p.name, l.aggregate_type, l.aggregate_id, l.last
+             from latest l join unnest($1::text[], $2::text[]) as p(name, aggregate_type)
+               using (aggregate_type)
+         )
+         select count(*) from wanted w
+         left join projection_progress pp
+           on pp.projection = w.name and pp.aggregate_type = w.aggregate_type
+          and pp.aggregate_id = w.aggregate_id
+         where coalesce(pp.last_sequence, 0) < w.last",
+    )
+    .bind(&names)
+    .bind(&types)
+    .fetch_one(pool)
+    .await
+}
