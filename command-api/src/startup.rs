@@ -148,18 +148,16 @@ pub async fn run(
     roles: Roles,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    let mut background = Vec::new();
-    background.push(tokio::spawn(nats_roles(
-        state.clone(),
-        roles,
-        shutdown.clone(),
-    )));
+    // A JoinSet: if this future is dropped (the process is going down hard), every role
+    // goes with it.
+    let mut background = tokio::task::JoinSet::new();
+    background.spawn(nats_roles(state.clone(), roles, shutdown.clone()));
     if roles.api {
-        background.push(tokio::spawn(timer::run(
+        background.spawn(timer::run(
             state.pool.clone(),
             state.writers.clone(),
             shutdown.clone(),
-        )));
+        ));
     }
     let served = match (roles.api, listener) {
         (true, Some(listener)) => {
@@ -178,9 +176,7 @@ pub async fn run(
         }
     };
     shutdown.cancel();
-    for task in background {
-        let _ = task.await;
-    }
+    while background.join_next().await.is_some() {}
     served
 }
 
@@ -191,22 +187,20 @@ async fn nats_roles(state: AppState, roles: Roles, shutdown: CancellationToken) 
         return;
     };
     let _ = state.nats.set(client.clone());
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     if roles.relay {
         let relay = Relay::new(state.pool.clone(), client.clone(), state.namespace.clone());
-        tasks.push(tokio::spawn(relay.run(shutdown.clone())));
+        tasks.spawn(relay.run(shutdown.clone()));
     }
     if roles.projector {
-        tasks.push(tokio::spawn(marquee_projections::tracking::run_all(
+        tasks.spawn(marquee_projections::tracking::run_all(
             state.pool.clone(),
             client.clone(),
             state.namespace.clone(),
             shutdown.clone(),
-        )));
+        ));
     }
-    for task in tasks {
-        let _ = task.await;
-    }
+    while tasks.join_next().await.is_some() {}
 }
 
 async fn connect_nats(url: &str, shutdown: &CancellationToken) -> Option<async_nats::Client> {

@@ -14,6 +14,8 @@ pub mod envelope;
 pub mod names;
 pub mod relay;
 pub mod stream;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 pub use envelope::Envelope;
 pub use names::Namespace;

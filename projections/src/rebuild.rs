@@ -22,11 +22,25 @@ pub async fn rebuild_into(
     schema: &str,
 ) -> Result<u64, ProjectionError> {
     let mut tx = pool.begin().await?;
+    prepare(&mut tx, projection, schema).await?;
+    let applied = apply_all(&mut tx, projection).await?;
+    tx.commit().await?;
+    Ok(applied)
+}
+
+/// Inside the caller's transaction: (re)creates `schema` with empty copies of the
+/// projection's tables and of the bookkeeping tables, and points unqualified table names at
+/// it for the rest of the transaction.
+pub async fn prepare(
+    db: &mut PgConnection,
+    projection: &dyn Projection,
+    schema: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(&format!("drop schema if exists {schema} cascade"))
-        .execute(&mut *tx)
+        .execute(&mut *db)
         .await?;
     sqlx::query(&format!("create schema {schema}"))
-        .execute(&mut *tx)
+        .execute(&mut *db)
         .await?;
     for table in projection
         .tables()
@@ -36,17 +50,15 @@ pub async fn rebuild_into(
         sqlx::query(&format!(
             "create table {schema}.{table} (like public.{table} including all)"
         ))
-        .execute(&mut *tx)
+        .execute(&mut *db)
         .await?;
     }
     // Unqualified names now resolve to the fresh tables first; the events table (and the
     // extensions' functions) are still found in public.
     sqlx::query(&format!("set local search_path to {schema}, public"))
-        .execute(&mut *tx)
+        .execute(&mut *db)
         .await?;
-    let applied = apply_all(&mut tx, projection).await?;
-    tx.commit().await?;
-    Ok(applied)
+    Ok(())
 }
 
 /// Events read per page while rebuilding.

@@ -153,9 +153,22 @@ pub async fn search(
     q: Option<&str>,
     limit: i64,
 ) -> Result<Vec<TheaterRow>, sqlx::Error> {
-    let mut b = QueryBuilder::new(
-        "select t.id, t.name, t.address, t.city, t.lat, t.lon, t.timezone, t.screens, ",
-    );
+    search_query("", near, q, limit)
+        .build_query_as()
+        .fetch_all(pool)
+        .await
+}
+
+/// The search's SQL, after `prefix` (e.g. `explain`, to check the plan).
+pub fn search_query<'a>(
+    prefix: &str,
+    near: Option<Near>,
+    q: Option<&str>,
+    limit: i64,
+) -> QueryBuilder<'a, Postgres> {
+    let mut b = QueryBuilder::new(format!(
+        "{prefix} select t.id, t.name, t.address, t.city, t.lat, t.lon, t.timezone, t.screens, "
+    ));
     push_distance(&mut b, near);
     b.push(" from theaters_view t where true");
     push_near_filter(&mut b, near);
@@ -166,7 +179,7 @@ pub async fn search(
     }
     b.push(" order by distance_km nulls last, t.name, t.id limit ")
         .push_bind(limit);
-    b.build_query_as().fetch_all(pool).await
+    b
 }
 
 /// One theater.

@@ -200,14 +200,15 @@ pub async fn retry_parked(
     Ok(unparked)
 }
 
-/// Runs every projection's consumer until `shutdown`.
+/// Runs every projection's consumer until `shutdown`. Dropping the future stops them all (they
+/// live in a `JoinSet`), as a crash would.
 pub async fn run_all(
     pool: PgPool,
     client: async_nats::Client,
     ns: Namespace,
     shutdown: CancellationToken,
 ) {
-    let mut tasks = Vec::new();
+    let mut tasks = tokio::task::JoinSet::new();
     for projection in crate::all() {
         match retry_parked(&pool, projection.as_ref()).await {
             Ok(0) => {}
@@ -228,17 +229,15 @@ pub async fn run_all(
             projection,
             pool: pool.clone(),
         });
-        tasks.push(tokio::spawn(consumer::run(
+        tasks.spawn(consumer::run(
             client.clone(),
             ns.clone(),
             spec,
             handler,
             shutdown.clone(),
-        )));
+        ));
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    while tasks.join_next().await.is_some() {}
 }
 
 /// How many (projection, aggregate) pairs have events stored that the projection has not

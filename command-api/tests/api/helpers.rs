@@ -2,7 +2,7 @@
 //! it the way a client would.
 
 use marquee_api::config::Config;
-use marquee_api::startup;
+use marquee_api::startup::{self, Roles};
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;
@@ -65,6 +65,11 @@ pub async fn spawn_app() -> TestApp {
 
 /// Starts the engine with a given configuration (e.g. a second process on the same database).
 pub async fn spawn_with(config: Config) -> TestApp {
+    spawn_roles(config, Roles::ALL).await
+}
+
+/// Starts the API (and whichever other roles) of the engine.
+pub async fn spawn_roles(config: Config, roles: Roles) -> TestApp {
     remove_old_test_streams(&config.nats_url).await;
     let state = startup::build_state(config.clone())
         .await
@@ -73,7 +78,7 @@ pub async fn spawn_with(config: Config) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    tokio::spawn(startup::serve(listener, state, shutdown.clone()));
+    tokio::spawn(startup::run(Some(listener), state, roles, shutdown.clone()));
     TestApp {
         base,
         client: Client::new(),
@@ -81,6 +86,17 @@ pub async fn spawn_with(config: Config) -> TestApp {
         config,
         shutdown,
     }
+}
+
+/// Runs roles without the API (relay, projector) as a task that can be aborted like a crash.
+pub async fn spawn_background(
+    config: &Config,
+    roles: Roles,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    let state = startup::build_state(config.clone())
+        .await
+        .expect("engine builds");
+    tokio::spawn(startup::run(None, state, roles, CancellationToken::new()))
 }
 
 /// Deletes the JetStream streams that earlier test runs left, once per test process (before

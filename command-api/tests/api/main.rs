@@ -7,4 +7,5 @@ mod concurrency;
 mod errors;
 mod helpers;
 mod idempotency;
+mod read_side;
 mod users;

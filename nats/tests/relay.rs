@@ -1,0 +1,189 @@
+//! The relay against real Postgres and real NATS JetStream.
+
+use async_nats::jetstream::{self, consumer::pull};
+use futures::StreamExt;
+use marquee_nats::relay::Relay;
+use marquee_nats::testing::{fresh_database, fresh_namespace};
+use marquee_nats::{Envelope, Namespace};
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+async fn nats() -> async_nats::Client {
+    let url = std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into());
+    async_nats::connect(url).await.expect("NATS is running")
+}
+
+async fn insert(db: &mut sqlx::PgConnection, aggregate: &str, sequence: i64) {
+    sqlx::query(
+        "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata)
+         values ('Test', $1, $2, 'Happened', '1', '{}', '{}')",
+    )
+    .bind(aggregate)
+    .bind(sequence)
+    .execute(db)
+    .await
+    .unwrap();
+}
+
+/// Every message in the stream, in stream order.
+async fn published(client: &async_nats::Client, ns: &Namespace) -> Vec<Envelope> {
+    let js = jetstream::new(client.clone());
+    let Ok(mut stream) = js.get_stream(ns.stream()).await else {
+        return vec![];
+    };
+    let total = stream.info().await.unwrap().state.messages as usize;
+    if total == 0 {
+        return vec![];
+    }
+    let consumer = stream
+        .create_consumer(pull::Config {
+            deliver_policy: jetstream::consumer::DeliverPolicy::All,
+            ack_policy: jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut out = Vec::new();
+    let mut batch = consumer
+        .fetch()
+        .max_messages(total)
+        .expires(Duration::from_secs(2))
+        .messages()
+        .await
+        .unwrap();
+    while let Some(m) = batch.next().await {
+        out.push(serde_json::from_slice(&m.unwrap().payload).unwrap());
+    }
+    out
+}
+
+async fn wait_for(client: &async_nats::Client, ns: &Namespace, count: usize) -> Vec<Envelope> {
+    for _ in 0..200 {
+        let got = published(client, ns).await;
+        if got.len() >= count {
+            return got;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    published(client, ns).await
+}
+
+fn start(
+    pool: &PgPool,
+    client: &async_nats::Client,
+    ns: &Namespace,
+) -> (CancellationToken, tokio::task::JoinHandle<()>) {
+    let stop = CancellationToken::new();
+    let relay = Relay::new(pool.clone(), client.clone(), ns.clone());
+    (stop.clone(), tokio::spawn(relay.run(stop)))
+}
+
+#[tokio::test]
+async fn a_transaction_that_commits_late_is_published_not_skipped() {
+    let pool = fresh_database().await;
+    let client = nats().await;
+    let ns = fresh_namespace();
+
+    // A long transaction takes position 1 first and stays open...
+    let mut long = pool.begin().await.unwrap();
+    insert(&mut long, "late", 1).await;
+    // ...while short ones take positions 2 and 3 and commit.
+    let mut conn = pool.acquire().await.unwrap();
+    insert(&mut conn, "early", 1).await;
+    insert(&mut conn, "early", 2).await;
+    drop(conn);
+
+    let (stop, relay) = start(&pool, &client, &ns);
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    // Nothing may pass the open transaction: publishing 2 and 3 now and moving the
+    // checkpoint past them would skip 1 for good.
+    assert_eq!(published(&client, &ns).await.len(), 0);
+
+    long.commit().await.unwrap();
+    let got = wait_for(&client, &ns, 3).await;
+    let ids: Vec<String> = got.iter().map(Envelope::message_id).collect();
+    assert_eq!(ids, ["Test:late:1", "Test:early:1", "Test:early:2"]);
+    stop.cancel();
+    relay.await.unwrap();
+
+    // A restarted relay resumes from its checkpoint: nothing twice.
+    let mut conn = pool.acquire().await.unwrap();
+    insert(&mut conn, "early", 3).await;
+    drop(conn);
+    let (stop, relay) = start(&pool, &client, &ns);
+    let got = wait_for(&client, &ns, 4).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(published(&client, &ns).await.len(), 4, "{got:?}");
+    stop.cancel();
+    relay.await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_committing_out_of_order_are_all_published_once_in_aggregate_order() {
+    let pool = fresh_database().await;
+    let client = nats().await;
+    let ns = fresh_namespace();
+    let (stop, relay) = start(&pool, &client, &ns);
+
+    // 8 aggregates, 6 transactions each, each transaction appending 1 to 3 events and holding
+    // its transaction open for a while before committing: commits interleave out of order.
+    let writers = (0..8).map(|a| {
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut sequence = 0;
+            for round in 0..6 {
+                let mut tx = pool.begin().await.unwrap();
+                for _ in 0..(1 + (a + round) % 3) {
+                    sequence += 1;
+                    insert(&mut tx, &format!("agg{a}"), sequence).await;
+                }
+                tokio::time::sleep(Duration::from_millis(((a * 7 + round * 13) % 40) as u64)).await;
+                tx.commit().await.unwrap();
+            }
+            sequence
+        })
+    });
+    let mut expected = HashMap::new();
+    for (a, w) in writers.enumerate() {
+        expected.insert(format!("agg{a}"), w.await.unwrap());
+    }
+    let total: i64 = expected.values().sum();
+    let got = wait_for(&client, &ns, total as usize).await;
+    assert_eq!(
+        got.len() as i64,
+        total,
+        "every event published exactly once"
+    );
+    let mut last: HashMap<String, i64> = HashMap::new();
+    for e in &got {
+        let prev = last.insert(e.aggregate_id.clone(), e.sequence).unwrap_or(0);
+        assert_eq!(e.sequence, prev + 1, "{} out of order", e.message_id());
+    }
+    assert_eq!(last, expected);
+    stop.cancel();
+    relay.await.unwrap();
+}
+
+#[tokio::test]
+async fn only_one_relay_publishes_and_a_standby_takes_over() {
+    let pool = fresh_database().await;
+    let client = nats().await;
+    let ns = fresh_namespace();
+    let (stop_a, relay_a) = start(&pool, &client, &ns);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (stop_b, relay_b) = start(&pool, &client, &ns);
+    let mut conn = pool.acquire().await.unwrap();
+    insert(&mut conn, "x", 1).await;
+    wait_for(&client, &ns, 1).await;
+    // The active relay goes away; the standby must carry on.
+    stop_a.cancel();
+    relay_a.await.unwrap();
+    insert(&mut conn, "x", 2).await;
+    let got = wait_for(&client, &ns, 2).await;
+    assert_eq!(got.len(), 2);
+    stop_b.cancel();
+    relay_b.await.unwrap();
+}
