@@ -286,6 +286,7 @@ impl Writer {
     }
 
     async fn process(&mut self, batch: Vec<Job>) {
+        metrics::histogram!("marquee_writer_batch_size").record(batch.len() as f64);
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -384,6 +385,11 @@ impl Writer {
 }
 
 fn answer(batch: Vec<Job>, decided: Vec<Result<Vec<ShowtimeEvent>, ShowtimeError>>) {
+    let rejected = decided.iter().filter(|d| d.is_err()).count();
+    metrics::counter!("marquee_writer_commands_total", "outcome" => "accepted")
+        .increment((decided.len() - rejected) as u64);
+    metrics::counter!("marquee_writer_commands_total", "outcome" => "rejected")
+        .increment(rejected as u64);
     for (job, result) in batch.into_iter().zip(decided) {
         // A caller that gave up has dropped its receiver; nothing to tell it.
         let _ = job.reply.send(result.map_err(WriteError::from));
@@ -391,6 +397,8 @@ fn answer(batch: Vec<Job>, decided: Vec<Result<Vec<ShowtimeEvent>, ShowtimeError
 }
 
 fn fail(batch: Vec<Job>, e: StoreError) {
+    metrics::counter!("marquee_writer_commands_total", "outcome" => "failed")
+        .increment(batch.len() as u64);
     for job in batch {
         let _ = job.reply.send(Err(e.duplicate().into()));
     }

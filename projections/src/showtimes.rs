@@ -10,11 +10,12 @@ use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;
 
-/// SQL for the number of seats of showtime `st` available right now (neither sold nor in a
-/// hold that is still running), from the seat map read model.
-pub const SEATS_AVAILABLE: &str = "(select count(*) from seats_view s
-      where s.showtime_id = st.id and s.ticket_id is null
-        and (s.held_until is null or s.held_until <= now()))";
+/// SQL for the number of seats of showtime `st` available right now: its capacity less the
+/// seats sold or in a hold that is still running, from the seat map read model. (Counted this
+/// way, a showtime whose seat rows are not projected yet shows all seats free, not none.)
+pub const SEATS_AVAILABLE: &str = "(st.capacity - (select count(*) from seats_view s
+      where s.showtime_id = st.id
+        and (s.ticket_id is not null or s.held_until > now())))";
 
 pub struct Showtimes;
 
