@@ -12,7 +12,7 @@ use chrono::Utc;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
-use marquee_domain::UserId;
+use marquee_domain::{CommandName, UserId};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -68,6 +68,10 @@ impl StoreError {
 #[derive(Clone, Debug)]
 pub struct Metadata {
     pub actor: Actor,
+    /// The command that caused the events, and the id of that one execution of it: every
+    /// event one command causes shares it (a cancellation and the refunds it caused, say).
+    pub command: &'static str,
+    pub causation_id: Uuid,
     /// The HTTP request's id (echoed in its `x-request-id` response header), or a fresh id for
     /// work the engine does on its own.
     pub correlation_id: String,
@@ -86,6 +90,8 @@ impl Metadata {
     pub fn engine(actor: Actor) -> Self {
         Self {
             actor,
+            command: "",
+            causation_id: Uuid::nil(),
             correlation_id: Uuid::now_v7().to_string(),
         }
     }
@@ -94,7 +100,23 @@ impl Metadata {
     pub fn for_user(user: &AuthUser) -> Self {
         Self {
             actor: Actor::User(user.id),
+            command: "",
+            causation_id: Uuid::nil(),
             correlation_id: user.request_id.clone(),
+        }
+    }
+
+    /// The same metadata for one execution of `command`.
+    pub fn caused_by(&self, command: &impl CommandName) -> Self {
+        self.named(command.name())
+    }
+
+    /// The same metadata for one execution of the command called `name`.
+    pub fn named(&self, name: &'static str) -> Self {
+        Self {
+            command: name,
+            causation_id: Uuid::now_v7(),
+            ..self.clone()
         }
     }
 
@@ -104,7 +126,12 @@ impl Metadata {
             Actor::Timer => "timer".into(),
             Actor::System => "system".into(),
         };
-        serde_json::json!({ "actor": actor, "correlation_id": self.correlation_id })
+        serde_json::json!({
+            "actor": actor,
+            "correlation_id": self.correlation_id,
+            "command": self.command,
+            "causation_id": self.causation_id.to_string(),
+        })
     }
 }
 
@@ -153,27 +180,24 @@ pub async fn insert(
         return Ok(());
     }
     let col = |f: fn(&NewEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
-    sqlx::query(
-        "insert into events
-             (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
-         select * from unnest($1::text[], $2::text[], $3::bigint[], $4::text[], $5::text[],
-                              $6::jsonb[], $7::jsonb[])",
-    )
-    .bind(col(|e| e.aggregate_type.to_owned()))
-    .bind(col(|e| e.aggregate_id.clone()))
-    .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
-    .bind(col(|e| e.event_type.clone()))
-    .bind(col(|e| e.event_version.clone()))
-    .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-    .bind(
-        events
-            .iter()
-            .map(|e| e.metadata.clone())
-            .collect::<Vec<_>>(),
-    )
-    .execute(&mut **tx)
-    .await
-    .map_err(StoreError::from_insert)?;
+    // append_events (see its migration) inserts under a short lock so that positions follow
+    // transaction ids; readers of the log rely on it.
+    sqlx::query("select append_events($1, $2, $3, $4, $5, $6, $7)")
+        .bind(col(|e| e.aggregate_type.to_owned()))
+        .bind(col(|e| e.aggregate_id.clone()))
+        .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
+        .bind(col(|e| e.event_type.clone()))
+        .bind(col(|e| e.event_version.clone()))
+        .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
+        .bind(
+            events
+                .iter()
+                .map(|e| e.metadata.clone())
+                .collect::<Vec<_>>(),
+        )
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::from_insert)?;
     Ok(())
 }
 
@@ -253,8 +277,9 @@ impl EventStore {
     ) -> Result<Result<(A, Vec<A::Event>), A::Error>, StoreError>
     where
         A: Aggregate<Services = ()>,
-        A::Command: Clone,
+        A::Command: Clone + CommandName,
     {
+        let meta = &meta.caused_by(&command);
         for _ in 0..MAX_ATTEMPTS {
             let (mut aggregate, version) = self.load::<A>(id).await?;
             let sink = EventSink::default();

@@ -98,8 +98,8 @@ impl Writers {
         meta: Metadata,
     ) -> Result<Vec<ShowtimeEvent>, WriteError> {
         let mut job = Job {
+            meta: meta.caused_by(&command),
             command,
-            meta,
             reply: oneshot::channel().0,
         };
         // A writer that has just gone idle closes its queue; the second try starts a new one.

@@ -23,6 +23,11 @@ pub mod theater;
 
 pub use ids::*;
 
+/// A command's stable name, recorded in the metadata of the events it causes.
+pub trait CommandName {
+    fn name(&self) -> &'static str;
+}
+
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 

@@ -60,6 +60,15 @@ pub enum MovieCommand {
     Update(MovieChanges),
 }
 
+impl crate::CommandName for MovieCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Add { .. } => "AddMovie",
+            Self::Update(_) => "UpdateMovie",
+        }
+    }
+}
+
 /// What happened to a movie.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum MovieEvent {

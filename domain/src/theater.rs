@@ -105,6 +105,17 @@ pub enum TheaterCommand {
     },
 }
 
+impl crate::CommandName for TheaterCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Add { .. } => "AddTheater",
+            Self::Update(_) => "UpdateTheater",
+            Self::BookSlot(_) => "BookScreenSlot",
+            Self::ReleaseSlot { .. } => "ReleaseScreenSlot",
+        }
+    }
+}
+
 /// What happened to a theater.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub enum TheaterEvent {

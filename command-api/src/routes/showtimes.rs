@@ -201,7 +201,7 @@ async fn create(
     let req = parse_new(body, at)?;
     let movie = movies::load(&state, req.movie_id.0).await?;
     let runtime = movie.details.as_ref().map_or(0, |d| d.runtime_minutes);
-    let meta = Metadata::for_user(&admin);
+    let meta = Metadata::for_user(&admin).named("ScheduleShowtime");
     let id = ShowtimeId(Uuid::now_v7());
     for _ in 0..8 {
         let (theater, version) = state

@@ -254,6 +254,13 @@ async fn an_expired_hold_is_free_at_once_and_the_timer_records_it() {
     .await
     .unwrap();
     assert_eq!(actor, "timer");
+    let command: String = sqlx::query_scalar(
+        "select metadata->>'command' from events where event_type = 'HoldExpired'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(command, "ExpireHold");
     id_of(app.hold(&bob, &showtime, &["A1"]).await).await;
 }
 

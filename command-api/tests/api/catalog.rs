@@ -230,3 +230,39 @@ async fn cancelling_a_showtime_releases_holds_refunds_tickets_and_frees_the_scre
     let types = app.event_types(&showtime).await;
     assert!(types.contains(&"TicketRefunded".to_owned()), "{types:?}");
 }
+
+#[tokio::test]
+async fn refunds_record_the_cancellation_that_caused_them() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let hold: Value = app
+        .hold(&ann, &showtime, &["A1"])
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.pay(&ann, hold["id"].as_str().unwrap(), "4242424242424242")
+        .await;
+    let admin = app.admin().await;
+    app.delete(&format!("/v1/showtimes/{showtime}"), Some(&admin))
+        .await;
+    let metas: Vec<(String, Value)> = sqlx::query_as(
+        "select event_type, metadata from events where aggregate_id = $1
+           and event_type in ('ShowtimeCancelled', 'TicketRefunded', 'TicketsIssued')
+         order by sequence",
+    )
+    .bind(&showtime)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let [(_, issued), (_, cancelled), (_, refunded)] = &metas[..] else {
+        panic!("{metas:?}");
+    };
+    assert_eq!(issued["command"], "ConfirmPayment");
+    assert_eq!(cancelled["command"], "CancelShowtime");
+    assert_eq!(refunded["command"], "CancelShowtime");
+    assert_eq!(refunded["causation_id"], cancelled["causation_id"]);
+    assert_ne!(refunded["causation_id"], issued["causation_id"]);
+    assert!(cancelled["actor"].as_str().unwrap().starts_with("user:"));
+}

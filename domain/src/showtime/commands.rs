@@ -36,6 +36,21 @@ pub enum ShowtimeCommand {
     Cancel(Cancel),
 }
 
+impl crate::CommandName for ShowtimeCommand {
+    fn name(&self) -> &'static str {
+        match self {
+            Self::Schedule(_) => "ScheduleShowtime",
+            Self::HoldSeats(_) => "HoldSeats",
+            Self::ReleaseHold(_) => "ReleaseHold",
+            Self::ExpireHold(_) => "ExpireHold",
+            Self::StartPayment(_) => "StartPayment",
+            Self::ConfirmPayment(_) => "ConfirmPayment",
+            Self::FailPayment(_) => "FailPayment",
+            Self::Cancel(_) => "CancelShowtime",
+        }
+    }
+}
+
 /// Puts a showtime on the schedule.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Schedule {
