@@ -1,6 +1,7 @@
 //! The HTTP routes, one module per resource, and the OpenAPI document they make up.
 
 pub mod dto;
+pub mod events;
 pub mod movies;
 pub mod ops;
 pub mod reservations;
@@ -24,6 +25,7 @@ use utoipa_axum::router::OpenApiRouter;
         (name = "catalog", description = "Theaters, movies and showtimes (admin commands)"),
         (name = "browse", description = "Searching theaters, movies and showtimes, served from read models"),
         (name = "booking", description = "Seat maps, holds, payments and tickets"),
+        (name = "history", description = "The event log for analysts (admin)"),
         (name = "operations", description = "Health and readiness"),
     )
 )]
@@ -55,5 +57,6 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(showtimes::router())
         .merge(reservations::router())
         .merge(tickets::router())
+        .merge(events::router())
         .merge(ops::router())
 }

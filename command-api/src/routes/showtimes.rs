@@ -390,15 +390,38 @@ pub struct SeatMap {
     pub rows: Vec<RowDto>,
 }
 
+/// When to show the seat map at.
+#[derive(Deserialize, IntoParams)]
+pub struct SeatMapQuery {
+    /// A past instant: the seat map as it stood then, rebuilt from the events (admin only).
+    pub as_of: Option<DateTime<Utc>>,
+}
+
 /// The seat map: every seat with its kind, price and status. An expired hold shows its seats
 /// as available at once. With a token, the caller's own held seats carry `"mine": true`.
-#[utoipa::path(get, path = "/v1/showtimes/{id}/seats", tag = "booking", params(("id" = Uuid, Path)),
-    responses((status = 200, body = SeatMap), (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
+/// With `as_of` (admin), the map as it stood at that instant, rebuilt from the event log.
+#[utoipa::path(get, path = "/v1/showtimes/{id}/seats", tag = "booking",
+    params(("id" = Uuid, Path), SeatMapQuery),
+    responses((status = 200, body = SeatMap),
+        (status = 403, description = "as_of without the admin role", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn seat_map(
     State(state): State<AppState>,
     MaybeUser(user): MaybeUser,
     AppPath(id): AppPath<Uuid>,
+    AppQuery(query): AppQuery<SeatMapQuery>,
 ) -> Result<axum::Json<SeatMap>, ApiError> {
+    if let Some(at) = query.as_of {
+        match &user {
+            None => return Err(ApiError::Unauthenticated("as_of needs an admin token")),
+            Some(u) if !u.is_admin() => return Err(ApiError::Forbidden),
+            Some(_) => {}
+        }
+        let past = crate::history::showtime_as_of(&state.pool, &id.to_string(), at)
+            .await?
+            .ok_or(ApiError::NotFound)?;
+        return Ok(axum::Json(map_of_state(&past, id, at)));
+    }
     let caller = user.map(|u| u.id.0);
     let seats = seat_maps::get(&state.pool, id, now(), caller)
         .await?
@@ -467,4 +490,56 @@ async fn list(
     Ok(axum::Json(ShowtimeList {
         showtimes: rows.into_iter().map(Showtime::from).collect(),
     }))
+}
+
+/// A seat map from a showtime's state folded from events, at `at`.
+fn map_of_state(s: &ShowtimeAggregate, id: Uuid, at: DateTime<Utc>) -> SeatMap {
+    let mut map = SeatMap {
+        showtime_id: id,
+        available: 0,
+        held: 0,
+        sold: 0,
+        rows: vec![],
+    };
+    for row in s.layout().rows {
+        let seats = row
+            .seats
+            .iter()
+            .map(|seat| {
+                let status = match s.seat_state(&seat.label, at) {
+                    SeatState::Available => {
+                        map.available += 1;
+                        "available"
+                    }
+                    SeatState::Held(_) => {
+                        map.held += 1;
+                        "held"
+                    }
+                    SeatState::Sold(_) => {
+                        map.sold += 1;
+                        "sold"
+                    }
+                };
+                SeatDto {
+                    seat: seat.label.to_string(),
+                    kind: seat.kind.as_str().to_owned(),
+                    status: status.to_owned(),
+                    price: s
+                        .price_of(seat.kind)
+                        .map(MoneyDto::from)
+                        .unwrap_or(MoneyDto {
+                            amount: 0,
+                            currency: String::new(),
+                        }),
+                    column: seat.column,
+                    mine: None,
+                }
+            })
+            .collect();
+        map.rows.push(RowDto {
+            row: row.name,
+            seats,
+        });
+    }
+    map
 }

@@ -6,6 +6,7 @@ mod catalog;
 mod concurrency;
 mod errors;
 mod helpers;
+mod history;
 mod idempotency;
 mod read_side;
 mod users;

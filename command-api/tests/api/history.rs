@@ -1,0 +1,286 @@
+//! The event history API: paging under concurrent writers, the seat map as of a past time,
+//! and the story of a seat.
+
+use crate::helpers::*;
+use chrono::{DateTime, TimeDelta, Utc};
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::collections::HashSet;
+use std::time::Duration;
+
+async fn append_slowly(pool: sqlx::PgPool, aggregate: String, events: i64, hold_ms: u64) {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(
+        "select append_events(array_fill('Test'::text, array[$2::int]),
+                              array_fill($1::text, array[$2::int]),
+                              array(select generate_series(1, $2::bigint)),
+                              array_fill('Happened'::text, array[$2::int]),
+                              array_fill('1'::text, array[$2::int]),
+                              array_fill('{}'::jsonb, array[$2::int]),
+                              array_fill('{}'::jsonb, array[$2::int]))",
+    )
+    .bind(&aggregate)
+    .bind(events)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(hold_ms)).await;
+    tx.commit().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn paging_while_transactions_commit_out_of_order_misses_and_repeats_nothing() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    // 40 writers; each holds its transaction open for a different time, so they commit in
+    // another order than they took their positions.
+    let writers: Vec<_> = (0..40)
+        .map(|i| {
+            tokio::spawn(append_slowly(
+                app.pool.clone(),
+                format!("agg{i}"),
+                1 + i % 3,
+                (37 * i % 200) as u64,
+            ))
+        })
+        .collect();
+    let mut seen = Vec::new();
+    let mut after = 0;
+    let mut writers_done = false;
+    loop {
+        let page: Value = app
+            .client
+            .get(app.url(&format!(
+                "/v1/events?after={after}&limit=7&aggregate_type=Test"
+            )))
+            .bearer_auth(&admin)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let events = page["events"].as_array().unwrap();
+        for e in events {
+            seen.push(e["position"].as_i64().unwrap());
+        }
+        after = page["next_after"].as_i64().unwrap();
+        if events.is_empty() {
+            if writers_done {
+                break;
+            }
+            writers_done = writers.iter().all(|w| w.is_finished());
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let all: Vec<i64> = sqlx::query_scalar(
+        "select position from events where aggregate_type = 'Test' order by position",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(all.len(), (0..40).map(|i| 1 + i % 3).sum::<i64>() as usize);
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "positions strictly increase"
+    );
+    assert_eq!(seen, all, "every event exactly once");
+}
+
+#[tokio::test]
+async fn the_events_api_is_for_admins_and_filters_by_aggregate_and_type() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    app.hold(&ann, &showtime, &["A1"]).await;
+    problem(app.get("/v1/events", Some(&ann)).await, 403, "forbidden").await;
+    problem(app.get("/v1/events", None).await, 401, "unauthenticated").await;
+    let admin = app.admin().await;
+    let page: Value = app
+        .get(
+            &format!("/v1/events?aggregate_id={showtime}&event_type=SeatsHeld"),
+            Some(&admin),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let events = page["events"].as_array().unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0]["payload"]["seats"], serde_json::json!(["A1"]));
+    assert_eq!(events[0]["sequence"], 2);
+    assert!(events[0]["metadata"]["actor"]
+        .as_str()
+        .unwrap()
+        .starts_with("user:"));
+    problem(
+        app.get("/v1/events?limit=0", Some(&admin)).await,
+        422,
+        "validation-failed",
+    )
+    .await;
+}
+
+async fn recorded_at(app: &TestApp, showtime: &str, event_type: &str) -> DateTime<Utc> {
+    sqlx::query_scalar("select recorded_at from events where aggregate_id = $1 and event_type = $2 order by sequence desc limit 1")
+        .bind(showtime)
+        .bind(event_type)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+async fn status_as_of(
+    app: &TestApp,
+    admin: &str,
+    showtime: &str,
+    at: DateTime<Utc>,
+    seat: &str,
+) -> String {
+    let at = at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let r = app
+        .client
+        .get(app.url(&format!("/v1/showtimes/{showtime}/seats")))
+        .query(&[("as_of", at)])
+        .bearer_auth(admin)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    seat_status(&r.json().await.unwrap(), seat).0
+}
+
+#[tokio::test]
+async fn the_seat_map_as_of_a_past_time_matches_what_happened_then() {
+    let mut config = test_config(&fresh_database());
+    config.hold_for = Duration::from_secs(2);
+    let app = spawn_with(config).await;
+    let admin = app.admin().await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let bob = app.customer().await;
+    let ms = TimeDelta::milliseconds;
+
+    let a: Value = app
+        .hold(&ann, &showtime, &["A1"])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let held_a1 = recorded_at(&app, &showtime, "SeatsHeld").await;
+    app.hold(&bob, &showtime, &["A2"]).await;
+    let held_a2 = recorded_at(&app, &showtime, "SeatsHeld").await;
+    app.pay(&ann, a["id"].as_str().unwrap(), "4242424242424242")
+        .await;
+    let sold_a1 = recorded_at(&app, &showtime, "TicketsIssued").await;
+
+    assert_eq!(
+        status_as_of(&app, &admin, &showtime, held_a1 - ms(1), "A1").await,
+        "available"
+    );
+    assert_eq!(
+        status_as_of(&app, &admin, &showtime, held_a1, "A1").await,
+        "held"
+    );
+    assert_eq!(
+        status_as_of(&app, &admin, &showtime, sold_a1, "A1").await,
+        "sold"
+    );
+    assert_eq!(
+        status_as_of(&app, &admin, &showtime, held_a2, "A2").await,
+        "held"
+    );
+    // Bob never paid: two seconds after his hold, A2 was free again.
+    assert_eq!(
+        status_as_of(&app, &admin, &showtime, held_a2 + ms(2001), "A2").await,
+        "available"
+    );
+
+    let ann_asks = app
+        .client
+        .get(app.url(&format!(
+            "/v1/showtimes/{showtime}/seats?as_of=2030-01-01T00:00:00Z"
+        )))
+        .bearer_auth(&ann)
+        .send()
+        .await
+        .unwrap();
+    problem(ann_asks, 403, "forbidden").await;
+}
+
+#[tokio::test]
+async fn a_seats_history_tells_who_held_released_and_bought_it() {
+    let app = spawn_app().await;
+    let admin = app.admin().await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let bob = app.customer().await;
+    let first: Value = app
+        .hold(&ann, &showtime, &["B2", "B3"])
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.delete(
+        &format!("/v1/reservations/{}", first["id"].as_str().unwrap()),
+        Some(&ann),
+    )
+    .await;
+    let second: Value = app
+        .hold(&bob, &showtime, &["B2"])
+        .await
+        .json()
+        .await
+        .unwrap();
+    app.pay(&bob, second["id"].as_str().unwrap(), "4000000000000002")
+        .await;
+    app.pay(&bob, second["id"].as_str().unwrap(), "4242424242424242")
+        .await;
+    app.hold(&ann, &showtime, &["B4"]).await;
+
+    let story: Value = app
+        .get(
+            &format!("/v1/showtimes/{showtime}/seats/B2/history"),
+            Some(&admin),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let actions: Vec<&str> = story["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["action"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "held",
+            "released",
+            "held",
+            "payment_started",
+            "payment_failed",
+            "payment_started",
+            "sold"
+        ]
+    );
+    let who: HashSet<&str> = story["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["by"].as_str().unwrap())
+        .collect();
+    assert_eq!(who.len(), 2, "two customers, by id: {who:?}");
+    assert!(who.iter().all(|w| w.starts_with("user:")));
+    problem(
+        app.get(
+            &format!("/v1/showtimes/{showtime}/seats/Z9/history"),
+            Some(&admin),
+        )
+        .await,
+        404,
+        "not-found",
+    )
+    .await;
+}
