@@ -14,6 +14,7 @@
 //! - [`routes`]: one module per resource, and the OpenAPI document.
 //! - [`timer`]: records hold expiries.
 //! - [`metrics`]: the Prometheus recorder and `/metrics`.
+//! - [`operator`]: `marquee events` (export) and `marquee replay`.
 //! - [`startup`]: builds the state and router, and runs the engine's roles (API, relay,
 //!   projector).
 
@@ -26,6 +27,7 @@ pub mod event_store;
 pub mod history;
 pub mod idempotency;
 pub mod metrics;
+pub mod operator;
 pub mod payment;
 pub mod routes;
 pub mod startup;

@@ -1,9 +1,15 @@
 //! `marquee`: the booking engine. With no arguments it runs everything in one process.
 
 use anyhow::Context;
+use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
 use marquee_api::config::Config;
+use marquee_api::history::Filter;
+use marquee_api::operator::Format;
 use marquee_api::startup::{self, Roles};
+use std::fs::File;
+use std::io::{BufWriter, IsTerminal, Write};
+use std::path::PathBuf;
 use tokio_util::sync::CancellationToken;
 use tracing_subscriber::EnvFilter;
 
@@ -30,6 +36,43 @@ enum Command {
     Projector,
     /// Create the database if needed and apply migrations, then exit.
     Migrate,
+    /// Export the event history as NDJSON or CSV, in commit order, streaming.
+    Events(EventsArgs),
+    /// Rebuild read models from the event log into fresh tables, then switch over atomically
+    /// while the engine keeps serving.
+    Replay {
+        /// Projections to rebuild: theaters, movies, showtimes, seat_maps, tickets (default:
+        /// all).
+        projections: Vec<String>,
+    },
+}
+
+#[derive(clap::Args)]
+struct EventsArgs {
+    /// Output format.
+    #[arg(long, value_enum, default_value = "ndjson")]
+    format: Format,
+    /// Write to this file instead of standard output.
+    #[arg(long, short)]
+    output: Option<PathBuf>,
+    /// Only events after this position.
+    #[arg(long, default_value_t = 0)]
+    after: i64,
+    /// Only events of this aggregate type (Theater, Movie, Showtime).
+    #[arg(long)]
+    aggregate_type: Option<String>,
+    /// Only events of this aggregate.
+    #[arg(long)]
+    aggregate_id: Option<String>,
+    /// Only events of this type (e.g. SeatsHeld).
+    #[arg(long)]
+    event_type: Option<String>,
+    /// Only events recorded at or after this time (RFC 3339).
+    #[arg(long)]
+    from: Option<DateTime<Utc>>,
+    /// Only events recorded before this time (RFC 3339).
+    #[arg(long)]
+    to: Option<DateTime<Utc>>,
 }
 
 #[tokio::main]
@@ -47,6 +90,13 @@ async fn main() -> anyhow::Result<()> {
         Command::Api => run(config, only(true, false, false)).await,
         Command::Relay => run(config, only(false, true, false)).await,
         Command::Projector => run(config, only(false, false, true)).await,
+        Command::Events(args) => export(config, args).await,
+        Command::Replay { projections } => {
+            let pool = marquee_api::db::connect_and_migrate(&config.database_url).await?;
+            marquee_api::operator::replay(&pool, &projections, std::io::stderr().is_terminal())
+                .await?;
+            Ok(())
+        }
         Command::Migrate => {
             marquee_api::db::connect_and_migrate(&config.database_url).await?;
             tracing::info!("database is up to date");
@@ -74,6 +124,38 @@ async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
         signal.cancel();
     });
     startup::run(listener, state, roles, shutdown).await
+}
+
+async fn export(config: Config, args: EventsArgs) -> anyhow::Result<()> {
+    let pool = marquee_api::db::connect_and_migrate(&config.database_url).await?;
+    let filter = Filter {
+        aggregate_type: args.aggregate_type,
+        aggregate_id: args.aggregate_id,
+        event_type: args.event_type,
+        from: args.from,
+        to: args.to,
+    };
+    let started = std::time::Instant::now();
+    let mut out: Box<dyn Write> = match &args.output {
+        Some(path) => Box::new(BufWriter::new(
+            File::create(path).with_context(|| format!("cannot create {}", path.display()))?,
+        )),
+        None => Box::new(BufWriter::new(std::io::stdout().lock())),
+    };
+    let progress = std::io::stderr().is_terminal();
+    let summary =
+        marquee_api::operator::export(&pool, &filter, args.after, args.format, &mut out, progress)
+            .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    match (summary.first, summary.last) {
+        (Some(first), Some(last)) => eprintln!(
+            "exported {} events (positions {first} to {last}) in {seconds:.2} s; \
+             continue later with --after {last}",
+            summary.events
+        ),
+        _ => eprintln!("no events matched"),
+    }
+    Ok(())
 }
 
 async fn wait_for_signal() {

@@ -1,21 +1,25 @@
-//! Building a projection from the whole events table.
+//! Building a projection from the whole events table, and swapping a rebuilt projection in.
 //!
 //! Projections name their tables without a schema, so a rebuild can run inside any schema
-//! that has the same tables: `rebuild_into` creates a fresh schema with empty copies of the
-//! projection's tables (and its own progress table) and applies every event there, in one
-//! transaction. Comparing it with the live tables proves the live read model equals a
-//! rebuild; swapping it in replaces the live one.
+//! that has the same tables: [`prepare`] creates a fresh schema with empty copies of the
+//! projection's tables (same columns, constraints and index names) and of the bookkeeping
+//! tables, and points unqualified names at it. [`rebuild_into`] applies every event there.
+//! [`replay`] then swaps the rebuilt tables in for the live ones in one transaction, so
+//! readers see the old model until the new one is complete, never a half-built one.
 
 use crate::projection::{Projection, ProjectionError};
-use crate::tracking::apply_tracked;
+use crate::tracking::{apply_tracked, swap_lock_key};
 use futures::TryStreamExt;
 use marquee_nats::envelope::COLUMNS;
 use marquee_nats::Envelope;
 use sqlx::{PgConnection, PgPool};
+use std::time::Instant;
 
-/// Creates `schema` (dropping an old one) with empty copies of the projection's tables and of
-/// the bookkeeping tables, and applies every event of the projection's aggregate type there.
-/// Returns the number of events applied.
+/// Events read per page while rebuilding.
+const PAGE: i64 = 10_000;
+
+/// Builds the projection in `schema` (dropping an old one) from every stored event; returns
+/// the number of events applied. One transaction: a failed rebuild leaves nothing behind.
 pub async fn rebuild_into(
     pool: &PgPool,
     projection: &dyn Projection,
@@ -23,14 +27,21 @@ pub async fn rebuild_into(
 ) -> Result<u64, ProjectionError> {
     let mut tx = pool.begin().await?;
     prepare(&mut tx, projection, schema).await?;
-    let applied = apply_all(&mut tx, projection).await?;
+    let applied = apply_all(&mut tx, projection, &|_| {}).await?;
     tx.commit().await?;
     Ok(applied)
 }
 
+fn bookkept(projection: &dyn Projection) -> Vec<&'static str> {
+    let mut tables = projection.tables().to_vec();
+    tables.extend(["projection_progress", "parked_events"]);
+    tables
+}
+
 /// Inside the caller's transaction: (re)creates `schema` with empty copies of the
-/// projection's tables and of the bookkeeping tables, and points unqualified table names at
-/// it for the rest of the transaction.
+/// projection's tables and of the bookkeeping tables, with the live tables' index and
+/// constraint names, and points unqualified table names at it for the rest of the
+/// transaction.
 pub async fn prepare(
     db: &mut PgConnection,
     projection: &dyn Projection,
@@ -42,16 +53,8 @@ pub async fn prepare(
     sqlx::query(&format!("create schema {schema}"))
         .execute(&mut *db)
         .await?;
-    for table in projection
-        .tables()
-        .iter()
-        .chain(&["projection_progress", "parked_events"])
-    {
-        sqlx::query(&format!(
-            "create table {schema}.{table} (like public.{table} including all)"
-        ))
-        .execute(&mut *db)
-        .await?;
+    for table in bookkept(projection) {
+        copy_table(db, table, schema).await?;
     }
     // Unqualified names now resolve to the fresh tables first; the events table (and the
     // extensions' functions) are still found in public.
@@ -61,21 +64,60 @@ pub async fn prepare(
     Ok(())
 }
 
-/// Events read per page while rebuilding.
-const PAGE: i64 = 10_000;
+/// Creates `schema.table` like `public.table`, indexes and primary key under the same names
+/// (names are per schema), so that once moved to public it is indistinguishable.
+async fn copy_table(db: &mut PgConnection, table: &str, schema: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(&format!(
+        "create table {schema}.{table} (like public.{table}
+             including defaults including constraints including identity including generated)"
+    ))
+    .execute(&mut *db)
+    .await?;
+    let indexes: Vec<(String, String)> = sqlx::query_as(
+        "select indexname::text, indexdef from pg_indexes where schemaname = 'public' and tablename = $1",
+    )
+    .bind(table)
+    .fetch_all(&mut *db)
+    .await?;
+    for (_, def) in &indexes {
+        let def = def.replace(
+            &format!(" ON public.{table} "),
+            &format!(" ON {schema}.{table} "),
+        );
+        sqlx::query(&def).execute(&mut *db).await?;
+    }
+    let primary: Option<String> = sqlx::query_scalar(
+        "select conname::text from pg_constraint
+         where conrelid = ('public.' || $1)::regclass and contype = 'p'",
+    )
+    .bind(table)
+    .fetch_optional(&mut *db)
+    .await?;
+    if let Some(name) = primary {
+        sqlx::query(&format!(
+            "alter table {schema}.{table} add constraint {name} primary key using index {name}"
+        ))
+        .execute(&mut *db)
+        .await?;
+    }
+    Ok(())
+}
 
 /// Applies every stored event of the projection's aggregate type, in log order, a page at a
 /// time so memory stays flat however long the history. (Within one aggregate, position order
-/// is sequence order: sequence n+1 can only be inserted once n is.)
+/// is sequence order: sequence n+1 can only be inserted once n is.) Calls `progress` with
+/// the number of events read so far after each page.
 async fn apply_all(
     db: &mut PgConnection,
     projection: &dyn Projection,
+    progress: &(dyn Fn(u64) + Sync),
 ) -> Result<u64, ProjectionError> {
     let sql = format!(
         "select {COLUMNS} from public.events where aggregate_type = $1 and position > $2
          order by position limit $3"
     );
     let mut applied = 0;
+    let mut read = 0;
     let mut after = 0i64;
     loop {
         let events: Vec<Envelope> = sqlx::query_as::<_, Envelope>(&sql)
@@ -94,6 +136,8 @@ async fn apply_all(
                 applied += 1;
             }
         }
+        read += events.len() as u64;
+        progress(read);
     }
 }
 
@@ -113,4 +157,109 @@ pub async fn differences(
     ))
     .fetch_one(pool)
     .await
+}
+
+/// What a replay did.
+#[derive(Clone, Debug)]
+pub struct Report {
+    pub projection: &'static str,
+    /// Events applied while building, plus those caught up at the switch.
+    pub events: u64,
+    pub seconds: f64,
+}
+
+/// The number of events a replay of `projection` will read.
+pub async fn events_to_replay(
+    pool: &PgPool,
+    projection: &dyn Projection,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar("select count(*) from events where aggregate_type = $1")
+        .bind(projection.aggregate_type())
+        .fetch_one(pool)
+        .await
+}
+
+/// Rebuilds a projection from the log into fresh tables while the live one keeps serving,
+/// then switches over in one transaction: readers see the old model until the new one is
+/// complete. Projectors may keep running: the switch waits for their current batch and holds
+/// their next one until it commits, and applies whatever committed during the build.
+pub async fn replay(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<Report, ProjectionError> {
+    let started = Instant::now();
+    let schema = format!("replay_{}", projection.name());
+    let mut build = pool.begin().await?;
+    // Every transaction still running now might commit events this build does not see; they
+    // all have ids at or above this horizon, and the switch applies their events.
+    let horizon: String =
+        sqlx::query_scalar("select pg_snapshot_xmin(pg_current_snapshot())::text")
+            .fetch_one(&mut *build)
+            .await?;
+    prepare(&mut build, projection, &schema).await?;
+    let mut events = apply_all(&mut build, projection, progress).await?;
+    build.commit().await?;
+    events += switch(pool, projection, &schema, &horizon).await?;
+    Ok(Report {
+        projection: projection.name(),
+        events,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+async fn switch(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    schema: &str,
+    horizon: &str,
+) -> Result<u64, ProjectionError> {
+    let mut tx = pool.begin().await?;
+    // Projector batches hold this lock shared; taking it exclusively waits for the running
+    // one and keeps the next out until the switch commits. Same order for both, no deadlock.
+    sqlx::query("select pg_advisory_xact_lock($1)")
+        .bind(swap_lock_key(projection.name()))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&format!("set local search_path to {schema}, public"))
+        .execute(&mut *tx)
+        .await?;
+    let late: Vec<Envelope> = sqlx::query_as(&format!(
+        "select {COLUMNS} from public.events
+         where aggregate_type = $1 and tx_id >= $2::text::xid8 order by position"
+    ))
+    .bind(projection.aggregate_type())
+    .bind(horizon)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut applied = 0;
+    for e in &late {
+        if apply_tracked(projection, e, &mut tx).await? {
+            applied += 1;
+        }
+    }
+    for table in projection.tables() {
+        sqlx::query(&format!("drop table public.{table}"))
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!("alter table {schema}.{table} set schema public"))
+            .execute(&mut *tx)
+            .await?;
+    }
+    for table in ["projection_progress", "parked_events"] {
+        sqlx::query(&format!("delete from public.{table} where projection = $1"))
+            .bind(projection.name())
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query(&format!(
+            "insert into public.{table} select * from {schema}.{table}"
+        ))
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(&format!("drop schema {schema} cascade"))
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(applied)
 }

@@ -112,10 +112,27 @@ pub struct ProjectionHandler {
     pub pool: PgPool,
 }
 
+/// The advisory lock a projection's batches hold shared and a replay's switch takes
+/// exclusively.
+pub fn swap_lock_key(projection: &str) -> i64 {
+    // FNV-1a, stable across processes and versions.
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for b in format!("marquee-projection:{projection}").bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    hash as i64
+}
+
 #[async_trait]
 impl Handler for ProjectionHandler {
     async fn apply(&self, events: &[Envelope]) -> Result<(), String> {
         let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
+        sqlx::query("select pg_advisory_xact_lock_shared($1)")
+            .bind(swap_lock_key(self.projection.name()))
+            .execute(&mut *tx)
+            .await
+            .map_err(|e| e.to_string())?;
         for event in events {
             apply_tracked(self.projection.as_ref(), event, &mut tx)
                 .await

@@ -284,3 +284,150 @@ async fn a_seats_history_tells_who_held_released_and_bought_it() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replay_switches_over_while_serving_and_equals_a_rebuild() {
+    use marquee_projections::rebuild::{differences, rebuild_into};
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let bob = app.customer().await;
+    for seat in ["A1", "A2", "A3"] {
+        let h: Value = app
+            .hold(&ann, &showtime, &[seat])
+            .await
+            .json()
+            .await
+            .unwrap();
+        app.pay(&ann, h["id"].as_str().unwrap(), "4242424242424242")
+            .await;
+    }
+    app.settle().await;
+    // Readers keep reading and writers keep writing while every read model is replayed.
+    let stop = tokio_util::sync::CancellationToken::new();
+    let reader = {
+        let (client, url, stop) = (
+            app.client.clone(),
+            app.url(&format!("/v1/showtimes/{showtime}/seats")),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut reads = 0;
+            while !stop.is_cancelled() {
+                let map: Value = client.get(&url).send().await.unwrap().json().await.unwrap();
+                assert_eq!(
+                    map["rows"].as_array().map(Vec::len),
+                    Some(3),
+                    "a whole seat map, always: {map}"
+                );
+                assert!(
+                    map["sold"].as_u64().unwrap() >= 3,
+                    "never a half-built model: {map}"
+                );
+                reads += 1;
+            }
+            reads
+        })
+    };
+    let writer = {
+        let (app_url, client, bob, showtime) = (
+            app.url("/v1/reservations"),
+            app.client.clone(),
+            bob.clone(),
+            showtime.clone(),
+        );
+        tokio::spawn(async move {
+            for seat in ["B1", "B2", "B3", "B4", "C1", "C2"] {
+                let r = client
+                    .post(&app_url)
+                    .bearer_auth(&bob)
+                    .json(&serde_json::json!({"showtime_id": showtime, "seats": [seat]}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), StatusCode::CREATED);
+            }
+        })
+    };
+    let reports = marquee_api::operator::replay(&app.pool, &[], false)
+        .await
+        .unwrap();
+    assert_eq!(reports.len(), marquee_projections::all().len());
+    writer.await.unwrap();
+    stop.cancel();
+    assert!(reader.await.unwrap() > 0);
+    app.settle().await;
+    for p in marquee_projections::all() {
+        let schema = format!("check_{}", p.name());
+        rebuild_into(&app.pool, p.as_ref(), &schema).await.unwrap();
+        for table in p.tables() {
+            assert_eq!(
+                differences(&app.pool, table, "public", &schema)
+                    .await
+                    .unwrap(),
+                0,
+                "{table}"
+            );
+        }
+    }
+    // The swapped-in tables kept their index names.
+    let index: i64 = sqlx::query_scalar("select count(*) from pg_indexes where schemaname = 'public' and indexname = 'theaters_view_earth_idx'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(index, 1);
+}
+
+#[tokio::test]
+async fn exporting_streams_every_matching_event_as_ndjson_or_csv() {
+    use marquee_api::history::Filter;
+    use marquee_api::operator::{export, Format};
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    app.hold(&ann, &showtime, &["A1"]).await;
+    app.hold(&ann, &showtime, &["A2"]).await;
+    let filter = Filter {
+        aggregate_id: Some(showtime.clone()),
+        ..Default::default()
+    };
+    let mut out = Vec::new();
+    let summary = export(&app.pool, &filter, 0, Format::Ndjson, &mut out, false)
+        .await
+        .unwrap();
+    let lines: Vec<Value> = String::from_utf8(out)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let types: Vec<&str> = lines
+        .iter()
+        .map(|l| l["event_type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        [
+            "ShowtimeScheduled",
+            "SeatsHeld",
+            "HoldReleased",
+            "SeatsHeld"
+        ]
+    );
+    assert_eq!(summary.events, 4);
+    assert_eq!(lines[1]["payload"]["seats"], serde_json::json!(["A1"]));
+
+    let mut out = Vec::new();
+    let only_holds = Filter {
+        event_type: Some("SeatsHeld".into()),
+        ..filter
+    };
+    export(&app.pool, &only_holds, 0, Format::Csv, &mut out, false)
+        .await
+        .unwrap();
+    let mut reader = csv::Reader::from_reader(out.as_slice());
+    let rows: Vec<csv::StringRecord> = reader.records().map(Result::unwrap).collect();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(&rows[0][5], "SeatsHeld");
+    let payload: Value = serde_json::from_str(&rows[1][7]).unwrap();
+    assert_eq!(payload["seats"], serde_json::json!(["A2"]));
+}
