@@ -39,14 +39,20 @@ pub struct Spec {
     pub filter_subject: String,
 }
 
-/// The consumer's config: explicit ack, redelivered after 30 s without one, the whole stream
-/// from the start for a new durable.
+/// How long JetStream waits for an ack before redelivering. A projector that crashed holds its
+/// in-flight batch this long; a batch takes milliseconds, so a few seconds loses nothing but
+/// bounds the delay after a crash. (A redelivery that races a slow ack is harmless: applying
+/// is idempotent.)
+pub const ACK_WAIT: Duration = Duration::from_secs(5);
+
+/// The consumer's config: explicit ack, redelivered after [`ACK_WAIT`] without one, the whole
+/// stream from the start for a new durable.
 pub fn config(ns: &Namespace, spec: &Spec) -> pull::Config {
     pull::Config {
         durable_name: Some(ns.durable(&spec.name)),
         filter_subject: spec.filter_subject.clone(),
         ack_policy: jetstream::consumer::AckPolicy::Explicit,
-        ack_wait: Duration::from_secs(30),
+        ack_wait: ACK_WAIT,
         deliver_policy: jetstream::consumer::DeliverPolicy::All,
         max_ack_pending: 10_000,
         ..Default::default()

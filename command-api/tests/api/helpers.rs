@@ -116,9 +116,10 @@ async fn remove_old_test_streams(url: &str) {
 }
 
 impl TestApp {
-    /// Waits until every read model has applied every stored event.
+    /// Waits until every read model has applied every stored event (up to 30 s: after a
+    /// projector crash its in-flight batch is redelivered only after the ack wait).
     pub async fn settle(&self) {
-        for _ in 0..500 {
+        for _ in 0..1500 {
             let behind = marquee_projections::tracking::unapplied(&self.pool)
                 .await
                 .unwrap();
@@ -127,7 +128,7 @@ impl TestApp {
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        panic!("the read models did not catch up within 10 seconds");
+        panic!("the read models did not catch up within 30 seconds");
     }
 
     pub fn url(&self, path: &str) -> String {
