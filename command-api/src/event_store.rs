@@ -305,8 +305,14 @@ impl EventStore {
     }
 }
 
-/// Turns a stored row into a typed envelope.
-pub fn to_envelope<A: Aggregate>(event: SerializedEvent) -> Result<EventEnvelope<A>, StoreError> {
+/// Turns a stored row into a typed envelope, upcasting an older shape first.
+pub fn to_envelope<A: Aggregate>(
+    mut event: SerializedEvent,
+) -> Result<EventEnvelope<A>, StoreError> {
+    let version =
+        marquee_domain::upcast::upcast(&event.event_type, &event.event_version, &mut event.payload)
+            .map_err(|e| StoreError::Other(e.to_string()))?;
+    event.event_version = version.to_owned();
     EventEnvelope::<A>::try_from(event).map_err(|e| StoreError::Other(e.to_string()))
 }
 

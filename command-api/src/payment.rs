@@ -35,6 +35,17 @@ pub enum PaymentError {
     Unavailable(String),
 }
 
+impl PaymentError {
+    /// Whether trying again (another card, or later) can succeed. The test processor's
+    /// declines all can; a real processor maps its own codes (a card reported stolen cannot).
+    pub fn retryable(&self) -> bool {
+        match self {
+            Self::Declined(reason) => !matches!(reason.as_str(), "stolen_card" | "fraudulent"),
+            Self::Unavailable(_) => true,
+        }
+    }
+}
+
 /// A card processor.
 #[async_trait]
 pub trait PaymentProvider: Send + Sync {

@@ -11,6 +11,7 @@
 //! - [`theater`]: the `Theater` aggregate; it owns its screens' schedules.
 //! - [`movie`]: the `Movie` aggregate.
 //! - [`showtime`]: the `Showtime` aggregate, the seat inventory of one screening.
+//! - [`upcast`]: reading events written in older shapes.
 //! - [`audit`]: an independent checker of the booking invariants over a sequence of events.
 
 pub mod audit;
@@ -20,6 +21,7 @@ pub mod movie;
 pub mod seating;
 pub mod showtime;
 pub mod theater;
+pub mod upcast;
 
 pub use ids::*;
 

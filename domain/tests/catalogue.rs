@@ -177,6 +177,7 @@ fn samples() -> Vec<Sample> {
             reservation_id: ReservationId(id()),
             payment_id: PaymentId(id()),
             reason: "card_declined".into(),
+            retryable: true,
             failed_at: t,
         })),
         Sample::Showtime(ShowtimeEvent::TicketsIssued(TicketsIssued {

@@ -46,9 +46,17 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     ]
 }
 
-/// Decodes an event's payload into the domain's event type.
+/// Decodes an event's payload into the domain's event type, upcasting an older shape first.
 pub fn decode<E: DeserializeOwned>(event: &Envelope) -> Result<E, ProjectionError> {
-    serde_json::from_value(event.payload.clone()).map_err(|e| ProjectionError::Decode {
+    let mut payload = event.payload.clone();
+    marquee_domain::upcast::upcast(&event.event_type, &event.event_version, &mut payload).map_err(
+        |e| ProjectionError::Decode {
+            event_type: event.event_type.clone(),
+            version: event.event_version.clone(),
+            message: e.to_string(),
+        },
+    )?;
+    serde_json::from_value(payload).map_err(|e| ProjectionError::Decode {
         event_type: event.event_type.clone(),
         version: event.event_version.clone(),
         message: e.to_string(),

@@ -170,6 +170,7 @@ async fn history(pool: &PgPool) -> Scenario {
                 reservation_id: res(3),
                 payment_id: pay(1),
                 reason: "card_declined".into(),
+                retryable: true,
                 now: now - TimeDelta::minutes(2),
             }),
             start(3, buyer, 2, now - TimeDelta::minutes(1)),

@@ -222,6 +222,7 @@ async fn buy(
                 reservation_id: reservation,
                 payment_id: payment,
                 reason: reason.clone(),
+                retryable: e.retryable(),
                 now: now(),
             });
             state

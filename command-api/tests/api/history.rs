@@ -431,3 +431,60 @@ async fn exporting_streams_every_matching_event_as_ndjson_or_csv() {
     let payload: Value = serde_json::from_str(&rows[1][7]).unwrap();
     assert_eq!(payload["seats"], serde_json::json!(["A2"]));
 }
+
+#[tokio::test]
+async fn an_event_stored_in_an_older_version_still_reads_everywhere() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let hold: Value = app
+        .hold(&ann, &showtime, &["A1"])
+        .await
+        .json()
+        .await
+        .unwrap();
+    let reservation = hold["id"].as_str().unwrap();
+    app.settle().await;
+    // A payment started and failed, written by an older Marquee: PaymentFailed version 1 had
+    // no `retryable`. (Appended straight into the log, as that version would have.)
+    let payment = uuid::Uuid::now_v7();
+    let now = Utc::now();
+    let started = serde_json::json!({"PaymentStarted": {"reservation_id": reservation, "payment_id": payment,
+        "amount": {"amount": 1250, "currency": "USD"}, "started_at": now, "pinned_until": now + TimeDelta::minutes(10)}});
+    let failed_v1 = serde_json::json!({"PaymentFailed": {"reservation_id": reservation, "payment_id": payment,
+        "reason": "card_declined", "failed_at": now}});
+    for (sequence, event_type, version, payload) in [
+        (3, "PaymentStarted", "1", started),
+        (4, "PaymentFailed", "1", failed_v1),
+    ] {
+        sqlx::query("select append_events(array['Showtime'], array[$1], array[$2::bigint], array[$3], array[$4], array[$5::jsonb], array['{}'::jsonb])")
+            .bind(&showtime)
+            .bind(sequence)
+            .bind(event_type)
+            .bind(version)
+            .bind(payload)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+    // A fresh engine on the same database folds it (the writer loads the showtime)...
+    let restarted = spawn_with(app.config.clone()).await;
+    let r: Value = restarted
+        .get(&format!("/v1/reservations/{reservation}"), Some(&ann))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(r["status"], "held", "a failed payment leaves the hold");
+    // ...and the projections applied it.
+    let map = restarted.seat_statuses(&showtime, Some(&ann)).await;
+    assert_eq!(seat_status(&map, "A1"), ("held".into(), true));
+    let parked: i64 = sqlx::query_scalar("select count(*) from parked_events")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(parked, 0);
+    // Paying again works on top of it.
+    let paid = restarted.pay(&ann, reservation, "4242424242424242").await;
+    assert_eq!(paid.status(), StatusCode::CREATED);
+}

@@ -119,6 +119,8 @@ pub struct FailPayment {
     pub reservation_id: ReservationId,
     pub payment_id: PaymentId,
     pub reason: String,
+    /// Whether trying again can succeed, as the processor says.
+    pub retryable: bool,
     pub now: DateTime<Utc>,
 }
 

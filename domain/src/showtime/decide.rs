@@ -263,6 +263,7 @@ impl Showtime {
             reservation_id: c.reservation_id,
             payment_id: c.payment_id,
             reason: c.reason,
+            retryable: c.retryable,
             failed_at: now,
         })])
     }

@@ -80,6 +80,9 @@ pub struct PaymentFailed {
     pub reservation_id: ReservationId,
     pub payment_id: PaymentId,
     pub reason: String,
+    /// Whether trying again (another card, later) can succeed. Added in version 2; version 1
+    /// events are upcast (see [`crate::upcast`]).
+    pub retryable: bool,
     pub failed_at: DateTime<Utc>,
 }
 
@@ -161,6 +164,6 @@ impl DomainEvent for ShowtimeEvent {
     }
 
     fn event_version(&self) -> String {
-        "1".to_owned()
+        crate::upcast::current_version(&self.event_type()).to_owned()
     }
 }

@@ -83,6 +83,7 @@ fn command(op: &Op, minute: i64, n: usize) -> ShowtimeCommand {
             reservation_id: res(r as u128),
             payment_id: pid(p),
             reason: "card_declined".into(),
+            retryable: true,
             now,
         }),
         Op::Cancel => ShowtimeCommand::Cancel(Cancel { now }),

@@ -475,6 +475,7 @@ fn a_declined_payment_leaves_the_hold_until_it_expires() {
         reservation_id: res(1),
         payment_id: pay(1),
         reason: "card_declined".into(),
+        retryable: true,
         failed_at: t(4),
     });
     Given::with(())
@@ -487,6 +488,7 @@ fn a_declined_payment_leaves_the_hold_until_it_expires() {
             reservation_id: res(1),
             payment_id: pay(1),
             reason: "card_declined".into(),
+            retryable: true,
             now: t(4),
         }))
         .then_expect_events(vec![failed.clone()]);
@@ -527,6 +529,7 @@ fn a_failed_payment_never_stretches_a_hold_past_its_pin() {
             reservation_id: res(1),
             payment_id: pay(1),
             reason: "card_declined".into(),
+            retryable: true,
             failed_at: t(4),
         }),
     ] {
