@@ -131,6 +131,24 @@ impl TestApp {
         panic!("the read models did not catch up within 30 seconds");
     }
 
+    /// Waits until every stored event is below the history's horizon (no transaction anywhere
+    /// in the cluster that began before it is still open), so history pages include it.
+    pub async fn wait_for_history(&self) {
+        for _ in 0..1500 {
+            let pending: i64 = sqlx::query_scalar(
+                "select count(*) from events where tx_id >= pg_snapshot_xmin(pg_current_snapshot())",
+            )
+            .fetch_one(&self.pool)
+            .await
+            .unwrap();
+            if pending == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        panic!("events stayed above the history horizon for 30 seconds");
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
