@@ -8,6 +8,7 @@
 //! - [`booking_index`]: lookups derived from showtime events in the same transaction.
 //! - [`auth`]: passwords, bearer tokens and the extractors checking them.
 //! - [`payment`]: the payment provider trait and the built-in test card processor.
+//! - [`generate`]: a realistic generated history for analysis and benchmarks.
 //! - [`history`]: reading the event log: pages, as-of states, seat stories.
 //! - [`idempotency`]: `Idempotency-Key` handling for creating POSTs.
 //! - [`error`]: the API's one error type, rendered as problem+json.
@@ -24,6 +25,7 @@ pub mod config;
 pub mod db;
 pub mod error;
 pub mod event_store;
+pub mod generate;
 pub mod history;
 pub mod idempotency;
 pub mod metrics;

@@ -38,6 +38,16 @@ enum Command {
     Migrate,
     /// Export the event history as NDJSON or CSV, in commit order, streaming.
     Events(EventsArgs),
+    /// Fill an empty database with a realistic generated history (for analysis and
+    /// benchmarks, not for booking).
+    GenerateHistory {
+        /// About how many events to write.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+        /// Seed of the random choices: the same seed gives the same story.
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+    },
     /// Rebuild read models from the event log into fresh tables, then switch over atomically
     /// while the engine keeps serving.
     Replay {
@@ -91,6 +101,23 @@ async fn main() -> anyhow::Result<()> {
         Command::Relay => run(config, only(false, true, false)).await,
         Command::Projector => run(config, only(false, false, true)).await,
         Command::Events(args) => export(config, args).await,
+        Command::GenerateHistory { events, seed } => {
+            let pool = marquee_api::db::connect_and_migrate(&config.database_url).await?;
+            let progress = if std::io::stderr().is_terminal() {
+                indicatif::ProgressBar::new(events)
+            } else {
+                indicatif::ProgressBar::hidden()
+            };
+            let started = std::time::Instant::now();
+            let written = marquee_api::generate::generate(&pool, events, seed, &progress).await?;
+            progress.finish_and_clear();
+            let seconds = started.elapsed().as_secs_f64();
+            eprintln!(
+                "wrote {written} events in {seconds:.1} s ({:.0} events/s)",
+                written as f64 / seconds
+            );
+            Ok(())
+        }
         Command::Replay { projections } => {
             let pool = marquee_api::db::connect_and_migrate(&config.database_url).await?;
             marquee_api::operator::replay(&pool, &projections, std::io::stderr().is_terminal())

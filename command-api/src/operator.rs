@@ -8,7 +8,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use marquee_nats::Envelope;
 use sqlx::PgPool;
 use std::io::Write;
-use std::time::Instant;
 
 /// How to write exported events.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -126,50 +125,38 @@ fn write_csv(out: &mut dyn Write, page: &[Envelope]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Replays the named projections (all when `names` is empty) and prints a report line for
-/// each to stderr. Returns the reports.
+/// Replays the named projections (all when `names` is empty) and prints a report to stderr.
 pub async fn replay(
     pool: &PgPool,
     names: &[String],
     show_progress: bool,
-) -> anyhow::Result<Vec<marquee_projections::rebuild::Report>> {
-    let projections = marquee_projections::all();
-    let known: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+) -> anyhow::Result<marquee_projections::rebuild::Report> {
+    let all = marquee_projections::all();
+    let known: Vec<&str> = all.iter().map(|p| p.name()).collect();
     if let Some(bad) = names.iter().find(|n| !known.contains(&n.as_str())) {
         bail!("no projection {bad:?}; there are: {}", known.join(", "));
     }
-    let started = Instant::now();
-    let mut reports = Vec::new();
-    for p in projections
+    let chosen: Vec<&dyn marquee_projections::Projection> = all
         .iter()
         .filter(|p| names.is_empty() || names.iter().any(|n| n == p.name()))
-    {
-        let total = marquee_projections::rebuild::events_to_replay(pool, p.as_ref()).await?;
-        let progress = if show_progress {
-            bar(total as u64, p.name())
-        } else {
-            ProgressBar::hidden()
-        };
-        let report =
-            marquee_projections::rebuild::replay(pool, p.as_ref(), &|n| progress.set_position(n))
-                .await
-                .with_context(|| format!("replaying {}", p.name()))?;
-        progress.finish_and_clear();
-        eprintln!(
-            "{:<10} {:>10} events in {:>7.2} s ({:>9.0} events/s), switched over",
-            report.projection,
-            report.events,
-            report.seconds,
-            report.events as f64 / report.seconds.max(1e-9)
-        );
-        reports.push(report);
-    }
-    let events: u64 = reports.iter().map(|r| r.events).sum();
-    let seconds = started.elapsed().as_secs_f64();
+        .map(|p| p.as_ref())
+        .collect();
+    let total = marquee_projections::rebuild::events_to_replay(pool, &chosen).await?;
+    let progress = if show_progress {
+        bar(total as u64, "replaying")
+    } else {
+        ProgressBar::hidden()
+    };
+    let report = marquee_projections::rebuild::replay(pool, &chosen, &|n| progress.set_position(n))
+        .await
+        .context("replay failed; the live read models are unchanged")?;
+    progress.finish_and_clear();
     eprintln!(
-        "replayed {} projection(s): {events} events in {seconds:.2} s ({:.0} events/s)",
-        reports.len(),
-        events as f64 / seconds.max(1e-9)
+        "replayed {}: {} events in {:.2} s ({:.0} events/s), switched over",
+        report.projections.join(", "),
+        report.events,
+        report.seconds,
+        report.events as f64 / report.seconds.max(1e-9)
     );
-    Ok(reports)
+    Ok(report)
 }

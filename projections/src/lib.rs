@@ -4,9 +4,12 @@
 //! - [`projection`]: the `Projection` trait and the list of every projection.
 //! - [`tracking`]: applying events exactly once per projection and aggregate (progress rows,
 //!   gap filling from Postgres, parking), and the JetStream consumer handler built on it.
-//! - [`rebuild`]: building a projection from the whole events table, into any schema.
+//! - [`rebuild`]: building a projection from the whole events table, into any schema, and
+//!   swapping a rebuilt projection in.
+//! - [`bulk`]: the fast way to rebuild: fold aggregates in memory, write rows in bulk.
 //! - [`theaters`], [`movies`], [`showtimes`], [`seat_maps`], [`tickets`]: the read models.
 
+pub mod bulk;
 pub mod movies;
 pub mod projection;
 pub mod rebuild;

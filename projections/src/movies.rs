@@ -1,10 +1,11 @@
 //! Movies, and the movies playing near a point with their upcoming showtimes.
 
+use crate::bulk::Folded;
 use crate::projection::{decode, Projection, ProjectionError};
 use crate::theaters::{contains_pattern, push_distance, push_near_filter, Near};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
-use marquee_domain::movie::{MovieDetails, MovieEvent};
+use marquee_domain::movie::{Movie, MovieDetails, MovieEvent};
 use marquee_nats::Envelope;
 use sqlx::{PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;
@@ -54,6 +55,38 @@ impl Projection for Movies {
         }
         Ok(())
     }
+}
+
+/// Writes every movie from folded states into `schema.movies_view` (bulk rebuilds).
+pub async fn write_all(
+    db: &mut PgConnection,
+    schema: &str,
+    folded: &Folded<Movie>,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<(Uuid, &MovieDetails)> = folded
+        .values()
+        .filter_map(|(m, _)| Some((m.id?.0, m.details.as_ref()?)))
+        .collect();
+    for chunk in rows.chunks(5_000) {
+        let mut b = QueryBuilder::new(format!(
+            "insert into {schema}.movies_view (id, title, runtime_minutes, rating, genres, language,
+                                               release_date, synopsis, poster_url, trailer_url) "
+        ));
+        b.push_values(chunk, |mut r, (id, d)| {
+            r.push_bind(*id)
+                .push_bind(d.title.clone())
+                .push_bind(d.runtime_minutes as i32)
+                .push_bind(d.rating.clone())
+                .push_bind(d.genres.clone())
+                .push_bind(d.language.clone())
+                .push_bind(d.release_date)
+                .push_bind(d.synopsis.clone())
+                .push_bind(d.poster_url.clone())
+                .push_bind(d.trailer_url.clone());
+        });
+        b.build().execute(&mut *db).await?;
+    }
+    Ok(())
 }
 
 async fn insert(db: &mut PgConnection, id: Uuid, d: MovieDetails) -> Result<(), sqlx::Error> {

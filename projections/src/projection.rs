@@ -46,6 +46,11 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
     ]
 }
 
+/// Money as the read models store it.
+pub fn money_json(m: &marquee_domain::Money) -> serde_json::Value {
+    serde_json::json!({"amount": m.amount, "currency": m.currency})
+}
+
 /// Decodes an event's payload into the domain's event type, upcasting an older shape first.
 pub fn decode<E: DeserializeOwned>(event: &Envelope) -> Result<E, ProjectionError> {
     let mut payload = event.payload.clone();

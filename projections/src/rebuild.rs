@@ -7,6 +7,7 @@
 //! [`replay`] then swaps the rebuilt tables in for the live ones in one transaction, so
 //! readers see the old model until the new one is complete, never a half-built one.
 
+use crate::bulk;
 use crate::projection::{Projection, ProjectionError};
 use crate::tracking::{apply_tracked, swap_lock_key};
 use futures::TryStreamExt;
@@ -47,6 +48,22 @@ pub async fn prepare(
     projection: &dyn Projection,
     schema: &str,
 ) -> Result<(), sqlx::Error> {
+    create_copies(db, projection, schema).await?;
+    // Unqualified names now resolve to the fresh tables first; the events table (and the
+    // extensions' functions) are still found in public.
+    sqlx::query(&format!("set local search_path to {schema}, public"))
+        .execute(&mut *db)
+        .await?;
+    Ok(())
+}
+
+/// (Re)creates `schema` with empty copies of the projection's tables and of the bookkeeping
+/// tables, with the live tables' index and constraint names.
+async fn create_copies(
+    db: &mut PgConnection,
+    projection: &dyn Projection,
+    schema: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(&format!("drop schema if exists {schema} cascade"))
         .execute(&mut *db)
         .await?;
@@ -56,11 +73,6 @@ pub async fn prepare(
     for table in bookkept(projection) {
         copy_table(db, table, schema).await?;
     }
-    // Unqualified names now resolve to the fresh tables first; the events table (and the
-    // extensions' functions) are still found in public.
-    sqlx::query(&format!("set local search_path to {schema}, public"))
-        .execute(&mut *db)
-        .await?;
     Ok(())
 }
 
@@ -162,47 +174,79 @@ pub async fn differences(
 /// What a replay did.
 #[derive(Clone, Debug)]
 pub struct Report {
-    pub projection: &'static str,
-    /// Events applied while building, plus those caught up at the switch.
+    pub projections: Vec<&'static str>,
+    /// Events read and folded (once per aggregate type, however many projections use them),
+    /// plus those caught up at the switch.
     pub events: u64,
     pub seconds: f64,
 }
 
-/// The number of events a replay of `projection` will read.
+/// The number of events a replay of `projections` will read.
 pub async fn events_to_replay(
     pool: &PgPool,
-    projection: &dyn Projection,
+    projections: &[&dyn Projection],
 ) -> Result<i64, sqlx::Error> {
-    sqlx::query_scalar("select count(*) from events where aggregate_type = $1")
-        .bind(projection.aggregate_type())
+    let types: Vec<&str> = projections.iter().map(|p| p.aggregate_type()).collect();
+    sqlx::query_scalar("select count(*) from events where aggregate_type = any($1)")
+        .bind(&types)
         .fetch_one(pool)
         .await
 }
 
-/// Rebuilds a projection from the log into fresh tables while the live one keeps serving,
-/// then switches over in one transaction: readers see the old model until the new one is
-/// complete. Projectors may keep running: the switch waits for their current batch and holds
+/// Builds `projections` with the bulk path ([`crate::bulk`]) into schemas named by
+/// `schema_of`, without switching anything. Events of each aggregate type are read and
+/// folded once for all projections of that type. Returns the events read.
+pub async fn bulk_rebuild_into(
+    pool: &PgPool,
+    projections: &[&dyn Projection],
+    schema_of: &(dyn Fn(&str) -> String + Sync),
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64, ProjectionError> {
+    let mut types: Vec<&str> = projections.iter().map(|p| p.aggregate_type()).collect();
+    types.sort();
+    types.dedup();
+    let mut read = 0;
+    for aggregate_type in types {
+        let before = read;
+        let folded = bulk::fold_type(pool, aggregate_type, &|n| progress(before + n)).await?;
+        read += folded.events;
+        let mut tx = pool.begin().await?;
+        for p in projections
+            .iter()
+            .filter(|p| p.aggregate_type() == aggregate_type)
+        {
+            let schema = schema_of(p.name());
+            create_copies(&mut tx, *p, &schema).await?;
+            bulk::write(&mut tx, &schema, *p, &folded.states).await?;
+        }
+        tx.commit().await?;
+    }
+    Ok(read)
+}
+
+/// Rebuilds projections from the log into fresh tables while the live ones keep serving,
+/// then switches each over in one transaction: readers see the old model until the new one
+/// is complete. Projectors may keep running: a switch waits for their current batch, holds
 /// their next one until it commits, and applies whatever committed during the build.
 pub async fn replay(
     pool: &PgPool,
-    projection: &dyn Projection,
+    projections: &[&dyn Projection],
     progress: &(dyn Fn(u64) + Sync),
 ) -> Result<Report, ProjectionError> {
     let started = Instant::now();
-    let schema = format!("replay_{}", projection.name());
-    let mut build = pool.begin().await?;
-    // Every transaction still running now might commit events this build does not see; they
+    // Every transaction still running now might commit events the build does not see; they
     // all have ids at or above this horizon, and the switch applies their events.
     let horizon: String =
         sqlx::query_scalar("select pg_snapshot_xmin(pg_current_snapshot())::text")
-            .fetch_one(&mut *build)
+            .fetch_one(pool)
             .await?;
-    prepare(&mut build, projection, &schema).await?;
-    let mut events = apply_all(&mut build, projection, progress).await?;
-    build.commit().await?;
-    events += switch(pool, projection, &schema, &horizon).await?;
+    let schema_of = |name: &str| format!("replay_{name}");
+    let mut events = bulk_rebuild_into(pool, projections, &schema_of, progress).await?;
+    for p in projections {
+        events += switch(pool, *p, &schema_of(p.name()), &horizon).await?;
+    }
     Ok(Report {
-        projection: projection.name(),
+        projections: projections.iter().map(|p| p.name()).collect(),
         events,
         seconds: started.elapsed().as_secs_f64(),
     })

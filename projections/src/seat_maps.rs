@@ -4,14 +4,16 @@
 //! while `held_until` is in the future, available otherwise. A hold therefore shows its seats
 //! available from the instant it expires, before `HoldExpired` is recorded.
 
+use crate::bulk::Folded;
+use crate::projection::money_json;
 use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use marquee_domain::seating::SeatLayout;
-use marquee_domain::showtime::{ShowtimeDetails, ShowtimeEvent};
+use marquee_domain::showtime::{Showtime, ShowtimeDetails, ShowtimeEvent};
 use marquee_nats::Envelope;
-use serde_json::{json, Value};
-use sqlx::{PgConnection, PgPool};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;
 
 pub struct SeatMaps;
@@ -69,9 +71,18 @@ impl Projection for SeatMaps {
                     .await?;
             }
             ShowtimeEvent::PaymentFailed(p) => {
-                // Back to the hold's own expiry, never past the pin (the aggregate's rule).
+                // Back to the hold's own expiry, never past the pin that just ended (the
+                // aggregate's rule): the hold's expiry becomes the earlier of the two.
                 sqlx::query(
-                    "update seats_view s set held_until = least(h.expires_at, s.held_until)
+                    "update holds_view h set expires_at = least(h.expires_at,
+                         (select max(s.held_until) from seats_view s where s.reservation_id = $1))
+                     where h.reservation_id = $1",
+                )
+                .bind(p.reservation_id.0)
+                .execute(&mut *db)
+                .await?;
+                sqlx::query(
+                    "update seats_view s set held_until = h.expires_at
                      from holds_view h
                      where h.reservation_id = $1 and s.reservation_id = $1",
                 )
@@ -114,10 +125,7 @@ async fn insert_seats(
     let layout = SeatLayout::parse(&d.layout).unwrap_or_default();
     for (row_index, row) in layout.rows.iter().enumerate() {
         for (seat_index, seat) in row.seats.iter().enumerate() {
-            let price = d.prices.get(&seat.kind).map_or(
-                Value::Null,
-                |m| json!({"amount": m.amount, "currency": m.currency}),
-            );
+            let price = d.prices.get(&seat.kind).map_or(Value::Null, money_json);
             sqlx::query(
                 "insert into seats_view (showtime_id, seat, row_name, row_index, seat_index,
                                          column_index, kind, price)
@@ -136,6 +144,91 @@ async fn insert_seats(
         }
     }
     Ok(())
+}
+
+/// Writes every seat and open hold from folded states into `schema.seats_view` and
+/// `schema.holds_view` (bulk rebuilds).
+pub async fn write_all(
+    db: &mut PgConnection,
+    schema: &str,
+    folded: &Folded<Showtime>,
+) -> Result<(), sqlx::Error> {
+    let mut seats = Vec::new();
+    let mut holds = Vec::new();
+    for (state, _) in folded.values() {
+        let (Some(id), Some(d)) = (state.id, state.details.as_ref()) else {
+            continue;
+        };
+        for (row_index, row) in state.layout().rows.iter().enumerate() {
+            for (seat_index, seat) in row.seats.iter().enumerate() {
+                let holder = state.holder_of(&seat.label);
+                seats.push(BulkSeat {
+                    showtime: id.0,
+                    seat: seat.label.to_string(),
+                    row_name: row.name.clone(),
+                    row_index: row_index as i32,
+                    seat_index: seat_index as i32,
+                    column: seat.column as i32,
+                    kind: seat.kind.as_str(),
+                    price: d.prices.get(&seat.kind).map_or(Value::Null, money_json),
+                    reservation: holder.map(|h| h.id.0),
+                    customer: holder.map(|h| h.customer_id.0),
+                    held_until: holder.and_then(|h| h.deadline()),
+                    ticket: state.ticket_of(&seat.label).map(|t| t.id.0),
+                });
+            }
+        }
+        holds.extend(state.open_holds().map(|h| (h.id.0, id.0, h.expires_at)));
+    }
+    for chunk in seats.chunks(5_000) {
+        let mut b = QueryBuilder::new(format!(
+            "insert into {schema}.seats_view (showtime_id, seat, row_name, row_index, seat_index,
+                 column_index, kind, price, reservation_id, customer_id, held_until, ticket_id) "
+        ));
+        b.push_values(chunk, |mut r, s| {
+            r.push_bind(s.showtime)
+                .push_bind(&s.seat)
+                .push_bind(&s.row_name)
+                .push_bind(s.row_index)
+                .push_bind(s.seat_index)
+                .push_bind(s.column)
+                .push_bind(s.kind)
+                .push_bind(&s.price)
+                .push_bind(s.reservation)
+                .push_bind(s.customer)
+                .push_bind(s.held_until)
+                .push_bind(s.ticket);
+        });
+        b.build().execute(&mut *db).await?;
+    }
+    for chunk in holds.chunks(10_000) {
+        let mut b = QueryBuilder::new(format!(
+            "insert into {schema}.holds_view (reservation_id, showtime_id, expires_at) "
+        ));
+        b.push_values(chunk, |mut r, (reservation, showtime, expires)| {
+            r.push_bind(*reservation)
+                .push_bind(*showtime)
+                .push_bind(*expires);
+        });
+        b.build().execute(&mut *db).await?;
+    }
+    Ok(())
+}
+
+/// One seat row, as a bulk rebuild writes it.
+struct BulkSeat {
+    showtime: Uuid,
+    seat: String,
+    row_name: String,
+    row_index: i32,
+    seat_index: i32,
+    column: i32,
+    kind: &'static str,
+    price: Value,
+    reservation: Option<Uuid>,
+    customer: Option<Uuid>,
+    held_until: Option<DateTime<Utc>>,
+    ticket: Option<Uuid>,
 }
 
 /// Clears a closed hold from its seats (those another hold has since taken keep theirs).

@@ -1,12 +1,14 @@
 //! Showtimes, listed by movie, theater and date.
 
+use crate::bulk::Folded;
+use crate::projection::money_json;
 use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use marquee_domain::seating::SeatLayout;
-use marquee_domain::showtime::ShowtimeEvent;
+use marquee_domain::showtime::{Showtime, ShowtimeDetails, ShowtimeEvent};
 use marquee_nats::Envelope;
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::{PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;
 
@@ -35,17 +37,7 @@ impl Projection for Showtimes {
         match decode::<ShowtimeEvent>(event)? {
             ShowtimeEvent::ShowtimeScheduled { id, details, .. } => {
                 let capacity = SeatLayout::parse(&details.layout).map_or(0, |l| l.capacity());
-                let prices: Value = details
-                    .prices
-                    .iter()
-                    .map(|(k, m)| {
-                        (
-                            k.as_str().to_owned(),
-                            json!({"amount": m.amount, "currency": m.currency}),
-                        )
-                    })
-                    .collect::<serde_json::Map<_, _>>()
-                    .into();
+                let prices = prices_json(&details);
                 sqlx::query(
                     "insert into showtimes_view (id, movie_id, theater_id, screen_id, starts_at,
                                                  ends_at, format, prices, capacity)
@@ -73,6 +65,48 @@ impl Projection for Showtimes {
         }
         Ok(())
     }
+}
+
+fn prices_json(d: &ShowtimeDetails) -> Value {
+    d.prices
+        .iter()
+        .map(|(k, m)| (k.as_str().to_owned(), money_json(m)))
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
+/// Writes every showtime from folded states into `schema.showtimes_view` (bulk rebuilds).
+pub async fn write_all(
+    db: &mut PgConnection,
+    schema: &str,
+    folded: &Folded<Showtime>,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<&Showtime> = folded
+        .values()
+        .map(|(s, _)| s)
+        .filter(|s| s.exists())
+        .collect();
+    for chunk in rows.chunks(5_000) {
+        let mut b = QueryBuilder::new(format!(
+            "insert into {schema}.showtimes_view (id, movie_id, theater_id, screen_id, starts_at,
+                                                  ends_at, format, prices, cancelled, capacity) "
+        ));
+        b.push_values(chunk, |mut r, s| {
+            let d = s.details.as_ref().expect("scheduled");
+            r.push_bind(s.id.expect("scheduled").0)
+                .push_bind(d.movie_id.0)
+                .push_bind(d.theater_id.0)
+                .push_bind(d.screen_id.0)
+                .push_bind(d.starts_at)
+                .push_bind(d.ends_at)
+                .push_bind(d.format.clone())
+                .push_bind(prices_json(d))
+                .push_bind(s.cancelled_at.is_some())
+                .push_bind(s.layout().capacity() as i32);
+        });
+        b.build().execute(&mut *db).await?;
+    }
+    Ok(())
 }
 
 /// A showtime as served.

@@ -3,10 +3,11 @@
 //! "Near" uses earthdistance over cube: `ll_to_earth(lat, lon)` is indexed with GiST and
 //! `earth_box` narrows candidates through that index before the exact `earth_distance` check.
 
+use crate::bulk::Folded;
 use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
 use marquee_domain::seating::SeatLayout;
-use marquee_domain::theater::{TheaterChanges, TheaterEvent};
+use marquee_domain::theater::{Screen, Theater, TheaterChanges, TheaterEvent};
 use marquee_nats::Envelope;
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
@@ -33,13 +34,7 @@ impl Projection for Theaters {
                 details,
                 screens,
             } => {
-                let screens: Vec<Value> = screens
-                    .iter()
-                    .map(|s| {
-                        let capacity = SeatLayout::parse(&s.layout).map_or(0, |l| l.capacity());
-                        json!({"id": s.id, "name": s.name, "layout": s.layout, "capacity": capacity})
-                    })
-                    .collect();
+                let screens = screens_json(&screens);
                 sqlx::query(
                     "insert into theaters_view (id, name, address, city, lat, lon, timezone, screens)
                      values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict (id) do nothing",
@@ -51,7 +46,7 @@ impl Projection for Theaters {
                 .bind(details.location.lat)
                 .bind(details.location.lon)
                 .bind(&details.timezone)
-                .bind(Value::Array(screens))
+                .bind(screens)
                 .execute(db)
                 .await?;
             }
@@ -62,6 +57,48 @@ impl Projection for Theaters {
         }
         Ok(())
     }
+}
+
+/// The screens as the read model stores them.
+fn screens_json(screens: &[Screen]) -> Value {
+    screens
+        .iter()
+        .map(|s| {
+            let capacity = SeatLayout::parse(&s.layout).map_or(0, |l| l.capacity());
+            json!({"id": s.id, "name": s.name, "layout": s.layout, "capacity": capacity})
+        })
+        .collect()
+}
+
+/// Writes every theater from folded states into `schema.theaters_view` (bulk rebuilds).
+pub async fn write_all(
+    db: &mut PgConnection,
+    schema: &str,
+    folded: &Folded<Theater>,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<&Theater> = folded
+        .values()
+        .map(|(t, _)| t)
+        .filter(|t| t.exists())
+        .collect();
+    for chunk in rows.chunks(5_000) {
+        let mut b = QueryBuilder::new(format!(
+            "insert into {schema}.theaters_view (id, name, address, city, lat, lon, timezone, screens) "
+        ));
+        b.push_values(chunk, |mut r, t| {
+            let d = t.details.as_ref().expect("added");
+            r.push_bind(t.id.expect("added").0)
+                .push_bind(d.name.clone())
+                .push_bind(d.address.clone())
+                .push_bind(d.city.clone())
+                .push_bind(d.location.lat)
+                .push_bind(d.location.lon)
+                .push_bind(d.timezone.clone())
+                .push_bind(screens_json(&t.screens));
+        });
+        b.build().execute(&mut *db).await?;
+    }
+    Ok(())
 }
 
 async fn update(db: &mut PgConnection, id: &str, c: TheaterChanges) -> Result<(), sqlx::Error> {

@@ -1,12 +1,14 @@
 //! Each customer's tickets, with their status (refunds included).
 
+use crate::bulk::Folded;
+use crate::projection::money_json;
 use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use marquee_domain::showtime::ShowtimeEvent;
+use marquee_domain::showtime::{Showtime, ShowtimeEvent, Ticket, TicketStatus};
 use marquee_nats::Envelope;
-use serde_json::{json, Value};
-use sqlx::{PgConnection, PgPool};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;
 
 pub struct Tickets;
@@ -39,7 +41,7 @@ impl Projection for Tickets {
                     .bind(e.reservation_id.0)
                     .bind(showtime)
                     .bind(t.seat.as_str())
-                    .bind(json!({"amount": t.price.amount, "currency": t.price.currency}))
+                    .bind(money_json(&t.price))
                     .bind(&t.code)
                     .bind(e.issued_at)
                     .execute(&mut *db)
@@ -56,6 +58,41 @@ impl Projection for Tickets {
         }
         Ok(())
     }
+}
+
+/// Writes every ticket from folded states into `schema.tickets_view` (bulk rebuilds).
+pub async fn write_all(
+    db: &mut PgConnection,
+    schema: &str,
+    folded: &Folded<Showtime>,
+) -> Result<(), sqlx::Error> {
+    let rows: Vec<(Uuid, &Ticket)> = folded
+        .values()
+        .filter_map(|(s, _)| Some((s.id?.0, s)))
+        .flat_map(|(id, s)| s.tickets.values().map(move |t| (id, t)))
+        .collect();
+    for chunk in rows.chunks(5_000) {
+        let mut b = QueryBuilder::new(format!(
+            "insert into {schema}.tickets_view (ticket_id, customer_id, reservation_id, showtime_id,
+                                                seat, price, code, status, issued_at) "
+        ));
+        b.push_values(chunk, |mut r, (showtime, t)| {
+            r.push_bind(t.id.0)
+                .push_bind(t.customer_id.0)
+                .push_bind(t.reservation_id.0)
+                .push_bind(*showtime)
+                .push_bind(t.seat.as_str())
+                .push_bind(money_json(&t.price))
+                .push_bind(&t.code)
+                .push_bind(match t.status {
+                    TicketStatus::Valid => "valid",
+                    TicketStatus::Refunded => "refunded",
+                })
+                .push_bind(t.issued_at);
+        });
+        b.build().execute(&mut *db).await?;
+    }
+    Ok(())
 }
 
 /// A ticket as served, with what is printed on it.

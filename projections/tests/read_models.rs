@@ -460,3 +460,36 @@ async fn searching_near_a_point_uses_the_spatial_index_and_sorts_by_distance() {
         .all(|t| t.city.to_lowercase().contains("city 7")));
     assert!(!by_city.is_empty());
 }
+
+#[tokio::test]
+async fn the_bulk_rebuild_gives_the_same_rows_as_applying_event_by_event() {
+    use marquee_projections::rebuild::bulk_rebuild_into;
+    let pool = fresh_database().await;
+    history(&pool).await;
+    let projections = all();
+    let chosen: Vec<&dyn marquee_projections::Projection> =
+        projections.iter().map(|p| p.as_ref()).collect();
+    let read = bulk_rebuild_into(&pool, &chosen, &|name| format!("bulk_{name}"), &|_| {})
+        .await
+        .unwrap();
+    assert_eq!(read as usize, all_events(&pool).await.len());
+    for p in &projections {
+        let incremental = format!("incremental_{}", p.name());
+        rebuild_into(&pool, p.as_ref(), &incremental).await.unwrap();
+        let bulk = format!("bulk_{}", p.name());
+        for table in p.tables().iter().chain(&["projection_progress"]) {
+            assert!(
+                rows(&pool, &bulk, table).await > 0,
+                "{bulk}.{table} is empty"
+            );
+            assert_eq!(
+                differences(&pool, table, &incremental, &bulk)
+                    .await
+                    .unwrap(),
+                0,
+                "{}: {table}",
+                p.name()
+            );
+        }
+    }
+}

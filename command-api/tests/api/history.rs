@@ -357,10 +357,10 @@ async fn replay_switches_over_while_serving_and_equals_a_rebuild() {
             }
         })
     };
-    let reports = marquee_api::operator::replay(&app.pool, &[], false)
+    let report = marquee_api::operator::replay(&app.pool, &[], false)
         .await
         .unwrap();
-    assert_eq!(reports.len(), marquee_projections::all().len());
+    assert_eq!(report.projections.len(), marquee_projections::all().len());
     writer.await.unwrap();
     stop.cancel();
     assert!(reader.await.unwrap() > 0);

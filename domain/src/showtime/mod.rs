@@ -274,6 +274,19 @@ impl Showtime {
             .filter(|h| h.is_live(now))
     }
 
+    /// The latest open hold placed on `seat`, live or past its deadline.
+    pub fn holder_of(&self, seat: &SeatLabel) -> Option<&Hold> {
+        self.seat_holder
+            .get(seat)
+            .and_then(|r| self.holds.get(r))
+            .filter(|h| h.deadline().is_some())
+    }
+
+    /// The valid ticket of `seat`, if it is sold.
+    pub fn ticket_of(&self, seat: &SeatLabel) -> Option<&Ticket> {
+        self.sold.get(seat).and_then(|t| self.tickets.get(t))
+    }
+
     /// Holds that are still open (held or paying), live or past their deadline.
     pub fn open_holds(&self) -> impl Iterator<Item = &Hold> {
         self.holds

@@ -1,0 +1,376 @@
+//! `marquee generate-history`: a realistic event history for analysis and benchmarks.
+//!
+//! It drives the real aggregates (so every event is one the engine could have written) with
+//! a seeded random mix of customers: theaters with several screens, movies, showtimes on a
+//! schedule, holds that are paid (some after a declined card), released or left to expire,
+//! and a few cancelled showtimes with their refunds. Events are appended in large batches.
+//! The command-side lookup tables are not filled, so use the result for history, export and
+//! replay, not for booking.
+
+use crate::event_store::{insert, to_new_events, Actor, Metadata, NewEvent};
+use anyhow::bail;
+use chrono::{DateTime, TimeDelta, Utc};
+use cqrs_es::Aggregate;
+use indicatif::ProgressBar;
+use marquee_domain::movie::{Movie, MovieCommand, MovieDetails};
+use marquee_domain::showtime::*;
+use marquee_domain::theater::{Location, Screen, Slot, Theater, TheaterCommand, TheaterDetails};
+use marquee_domain::*;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+const THEATERS: usize = 40;
+const SCREENS: usize = 4;
+const MOVIES: usize = 60;
+const CUSTOMERS: usize = 20_000;
+/// Rows appended per statement.
+const FLUSH: usize = 5_000;
+
+/// A 12 row by 18 seat screen with an aisle, premium rows at the back.
+fn layout() -> Vec<String> {
+    (0..12)
+        .map(|r| {
+            let k = if r >= 9 { "p" } else { "s" };
+            format!("{}.{}", k.repeat(9), k.repeat(9))
+        })
+        .collect()
+}
+
+struct Out<'a> {
+    pool: &'a PgPool,
+    rows: Vec<NewEvent>,
+    written: u64,
+    progress: &'a ProgressBar,
+}
+
+impl Out<'_> {
+    async fn push(&mut self, rows: Vec<NewEvent>) -> anyhow::Result<()> {
+        self.rows.extend(rows);
+        if self.rows.len() >= FLUSH {
+            self.flush().await?;
+        }
+        Ok(())
+    }
+
+    async fn flush(&mut self) -> anyhow::Result<()> {
+        let mut tx = self.pool.begin().await?;
+        insert(&mut tx, &self.rows).await?;
+        tx.commit().await?;
+        self.written += self.rows.len() as u64;
+        self.progress.set_position(self.written);
+        self.rows.clear();
+        Ok(())
+    }
+}
+
+/// One aggregate being written: its state and last sequence.
+struct Stream<A: Aggregate> {
+    id: String,
+    state: A,
+    version: usize,
+}
+
+impl<A: Aggregate> Stream<A> {
+    fn new(id: impl ToString) -> Self {
+        Self {
+            id: id.to_string(),
+            state: A::default(),
+            version: 0,
+        }
+    }
+
+    /// Records events (already decided) and returns their rows.
+    fn record(&mut self, events: Vec<A::Event>, meta: &Metadata) -> Vec<NewEvent> {
+        let rows = to_new_events::<A>(&self.id, self.version, &events, meta);
+        self.version += events.len();
+        for e in events {
+            self.state.apply(e);
+        }
+        rows
+    }
+}
+
+fn user(rng: &mut StdRng, customers: &[UserId]) -> UserId {
+    customers[rng.gen_range(0..customers.len())]
+}
+
+fn meta_for(actor: Actor, command: &'static str) -> Metadata {
+    Metadata::engine(actor).named(command)
+}
+
+/// Appends about `target` events to an empty events table; returns how many it wrote.
+pub async fn generate(
+    pool: &PgPool,
+    target: u64,
+    seed: u64,
+    progress: &ProgressBar,
+) -> anyhow::Result<u64> {
+    let existing: i64 = sqlx::query_scalar("select count(*) from events")
+        .fetch_one(pool)
+        .await?;
+    if existing > 0 {
+        bail!("the database already holds {existing} events; generate into an empty one (set DATABASE_URL)");
+    }
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Out {
+        pool,
+        rows: Vec::new(),
+        written: 0,
+        progress,
+    };
+    let admin = Actor::System;
+    let now = Utc::now();
+    let customers: Vec<UserId> = (0..CUSTOMERS)
+        .map(|i| UserId(Uuid::from_u128(0xC000_0000 + i as u128)))
+        .collect();
+
+    let mut theaters = Vec::new();
+    for t in 0..THEATERS {
+        let mut s = Stream::<Theater>::new(TheaterId(Uuid::now_v7()));
+        let screens = (0..SCREENS)
+            .map(|n| Screen {
+                id: ScreenId(Uuid::now_v7()),
+                name: format!("Screen {}", n + 1),
+                layout: layout(),
+            })
+            .collect();
+        let details = TheaterDetails {
+            name: format!("Cinema {t}"),
+            address: format!("{} Main St", t + 1),
+            city: format!("City {}", t % 12),
+            location: Location::new(40.0 + (t as f64) * 0.05, -74.0 - (t as f64) * 0.03)
+                .expect("in range"),
+            timezone: "America/New_York".into(),
+        };
+        let id = TheaterId(s.id.parse()?);
+        let e = s.state.decide(TheaterCommand::Add {
+            id,
+            details,
+            screens,
+        })?;
+        out.push(s.record(e, &meta_for(admin, "AddTheater")))
+            .await?;
+        theaters.push(s);
+    }
+    let mut movies = Vec::new();
+    for m in 0..MOVIES {
+        let mut s = Stream::<Movie>::new(MovieId(Uuid::now_v7()));
+        let details = MovieDetails {
+            title: format!("Feature {m}"),
+            runtime_minutes: 90 + (m as u32 * 7) % 80,
+            rating: Some(["G", "PG", "PG-13", "R"][m % 4].into()),
+            genres: vec![["drama", "comedy", "action", "crime", "animation"][m % 5].into()],
+            language: Some("en".into()),
+            release_date: None,
+            synopsis: None,
+            poster_url: None,
+            trailer_url: None,
+        };
+        let id = MovieId(s.id.parse()?);
+        let e = s.state.decide(MovieCommand::Add { id, details })?;
+        out.push(s.record(e, &meta_for(admin, "AddMovie"))).await?;
+        movies.push(s);
+    }
+
+    let mut index = 0usize;
+    while out.written + (out.rows.len() as u64) < target {
+        let theater = &mut theaters[index % THEATERS];
+        let screen = theater.state.screens[(index / THEATERS) % SCREENS].id;
+        let movie = &movies[rng.gen_range(0..MOVIES)];
+        let runtime = movie
+            .state
+            .details
+            .as_ref()
+            .map_or(120, |d| d.runtime_minutes);
+        // Each screen shows one film every four hours from a month from now on.
+        let starts_at =
+            now + TimeDelta::days(30) + TimeDelta::hours(4 * (index / (THEATERS * SCREENS)) as i64);
+        let id = ShowtimeId(Uuid::now_v7());
+        let slot = Slot {
+            showtime_id: id,
+            screen_id: screen,
+            starts_at,
+            busy_until: starts_at + TimeDelta::minutes(i64::from(runtime) + 15),
+        };
+        let booked = theater.state.decide(TheaterCommand::BookSlot(slot))?;
+        out.push(theater.record(booked, &meta_for(admin, "ScheduleShowtime")))
+            .await?;
+        let rows = showtime(
+            &mut rng,
+            id,
+            theater.state.id.expect("added"),
+            screen,
+            movie,
+            starts_at,
+            &customers,
+        )?;
+        out.push(rows).await?;
+        index += 1;
+    }
+    out.flush().await?;
+    Ok(out.written)
+}
+
+/// One showtime's whole life: scheduled, customers come and go, perhaps cancelled.
+fn showtime(
+    rng: &mut StdRng,
+    id: ShowtimeId,
+    theater_id: TheaterId,
+    screen_id: ScreenId,
+    movie: &Stream<Movie>,
+    starts_at: DateTime<Utc>,
+    customers: &[UserId],
+) -> anyhow::Result<Vec<NewEvent>> {
+    let mut s = Stream::<Showtime>::new(id);
+    let runtime = movie
+        .state
+        .details
+        .as_ref()
+        .map_or(120, |d| d.runtime_minutes);
+    let details = ShowtimeDetails {
+        movie_id: movie.state.id.expect("added"),
+        theater_id,
+        screen_id,
+        starts_at,
+        ends_at: starts_at + TimeDelta::minutes(i64::from(runtime)),
+        format: None,
+        layout: layout(),
+        prices: [
+            (
+                SeatKind::Standard,
+                Money::new(1250, Currency::parse("USD")?)?,
+            ),
+            (
+                SeatKind::Premium,
+                Money::new(1800, Currency::parse("USD")?)?,
+            ),
+        ]
+        .into(),
+    };
+    let mut clock = starts_at - TimeDelta::days(10);
+    let mut rows = s.record(
+        s.state.decide(ShowtimeCommand::Schedule(Schedule {
+            id,
+            details,
+            now: clock,
+        }))?,
+        &meta_for(Actor::System, "ScheduleShowtime"),
+    );
+    let seats: Vec<SeatLabel> = s.state.layout().seats().map(|x| x.label.clone()).collect();
+    for _ in 0..rng.gen_range(100..160) {
+        clock += TimeDelta::seconds(rng.gen_range(5..600));
+        let customer = user(rng, customers);
+        let want = rng.gen_range(1..=4);
+        let start = rng.gen_range(0..seats.len());
+        let chosen: Vec<SeatLabel> = seats
+            .iter()
+            .cycle()
+            .skip(start)
+            .take(want)
+            .cloned()
+            .collect();
+        let reservation = ReservationId(Uuid::now_v7());
+        let hold = ShowtimeCommand::HoldSeats(HoldSeats {
+            reservation_id: reservation,
+            customer_id: customer,
+            seats: chosen,
+            hold_for: TimeDelta::minutes(7),
+            now: clock,
+        });
+        let actor = Actor::User(customer);
+        let Ok(events) = s.state.decide(hold) else {
+            continue;
+        };
+        rows.extend(s.record(events, &meta_for(actor, "HoldSeats")));
+        rows.extend(after_hold(rng, &mut s, reservation, customer, &mut clock)?);
+    }
+    if rng.gen_bool(0.02) {
+        let events = s
+            .state
+            .decide(ShowtimeCommand::Cancel(Cancel { now: clock }))?;
+        rows.extend(s.record(events, &meta_for(Actor::System, "CancelShowtime")));
+    }
+    Ok(rows)
+}
+
+/// What a customer does after holding: pay (sometimes after a decline), let go, or forget.
+fn after_hold(
+    rng: &mut StdRng,
+    s: &mut Stream<Showtime>,
+    reservation: ReservationId,
+    customer: UserId,
+    clock: &mut DateTime<Utc>,
+) -> anyhow::Result<Vec<NewEvent>> {
+    let mut rows = Vec::new();
+    let actor = Actor::User(customer);
+    let roll: f64 = rng.gen();
+    if roll < 0.6 {
+        let mut attempts = if rng.gen_bool(0.15) { 2 } else { 1 };
+        while attempts > 0 {
+            attempts -= 1;
+            *clock += TimeDelta::seconds(rng.gen_range(20..120));
+            let payment = PaymentId(Uuid::now_v7());
+            let start = ShowtimeCommand::StartPayment(StartPayment {
+                reservation_id: reservation,
+                customer_id: customer,
+                payment_id: payment,
+                pin_for: TimeDelta::minutes(10),
+                now: *clock,
+            });
+            let Ok(events) = s.state.decide(start) else {
+                break;
+            };
+            rows.extend(s.record(events, &meta_for(actor, "StartPayment")));
+            *clock += TimeDelta::seconds(2);
+            let seats = s.state.holds.get(&reservation).map_or(0, |h| h.seats.len());
+            let outcome = if attempts > 0 {
+                ShowtimeCommand::FailPayment(FailPayment {
+                    reservation_id: reservation,
+                    payment_id: payment,
+                    reason: "card_declined".into(),
+                    retryable: true,
+                    now: *clock,
+                })
+            } else {
+                ShowtimeCommand::ConfirmPayment(ConfirmPayment {
+                    reservation_id: reservation,
+                    payment_id: payment,
+                    tickets: (0..seats)
+                        .map(|_| NewTicket {
+                            id: TicketId(Uuid::now_v7()),
+                            code: format!("G{:08X}", rng.gen::<u32>()),
+                        })
+                        .collect(),
+                    now: *clock,
+                })
+            };
+            let name = if attempts > 0 {
+                "FailPayment"
+            } else {
+                "ConfirmPayment"
+            };
+            rows.extend(s.record(s.state.decide(outcome)?, &meta_for(actor, name)));
+        }
+    } else if roll < 0.75 {
+        *clock += TimeDelta::seconds(rng.gen_range(10..200));
+        let release = ShowtimeCommand::ReleaseHold(ReleaseHold {
+            reservation_id: reservation,
+            customer_id: customer,
+            now: *clock,
+        });
+        rows.extend(s.record(s.state.decide(release)?, &meta_for(actor, "ReleaseHold")));
+    } else {
+        // Forgotten: the timer records the expiry a little after it.
+        let expire_at = *clock + TimeDelta::minutes(7) + TimeDelta::seconds(1);
+        let expire = ShowtimeCommand::ExpireHold(ExpireHold {
+            reservation_id: reservation,
+            now: expire_at,
+        });
+        if let Ok(events) = s.state.decide(expire) {
+            rows.extend(s.record(events, &meta_for(Actor::Timer, "ExpireHold")));
+        }
+    }
+    Ok(rows)
+}
