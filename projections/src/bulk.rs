@@ -31,35 +31,165 @@ struct Row {
     payload: String,
 }
 
-/// Streams every event of `A`'s type in log order and folds each aggregate. Calls `progress`
-/// with the number of events read every 10,000 events.
-pub async fn fold<A: Aggregate>(
+/// Streams every event of `A`'s type in aggregate order and folds each aggregate. Reading
+/// (one task, one connection) and decoding plus folding (this task) overlap. Calls
+/// `progress` with the number of events folded so far.
+pub async fn fold<A>(
     pool: &PgPool,
     progress: &(dyn Fn(u64) + Sync),
-) -> Result<(Folded<A>, u64), ProjectionError> {
-    let mut conn = pool.acquire().await?;
-    let mut rows = sqlx::query_as::<_, Row>(
-        "select aggregate_id, sequence, event_type, event_version, payload::text as payload
-         from events where aggregate_type = $1 order by aggregate_id, sequence",
-    )
-    .bind(A::TYPE)
-    .fetch(&mut *conn);
+) -> Result<(Folded<A>, u64), ProjectionError>
+where
+    A: Aggregate + 'static,
+{
+    let (sender, mut batches) = tokio::sync::mpsc::channel::<Vec<Row>>(16);
+    let pool = pool.clone();
+    let reader = tokio::spawn(async move {
+        let mut conn = pool.acquire().await?;
+        // In aggregate order (the primary key's), so each aggregate's events arrive together
+        // and in sequence.
+        let mut rows = sqlx::query_as::<_, Row>(
+            "select aggregate_id, sequence, event_type, event_version, payload::text as payload
+             from events where aggregate_type = $1 order by aggregate_id, sequence",
+        )
+        .bind(A::TYPE)
+        .fetch(&mut *conn);
+        let mut batch = Vec::with_capacity(READ_BATCH);
+        while let Some(row) = rows.try_next().await? {
+            batch.push(row);
+            if batch.len() == READ_BATCH && sender.send(std::mem::take(&mut batch)).await.is_err() {
+                return Ok(());
+            }
+        }
+        let _ = sender.send(batch).await;
+        Ok::<(), sqlx::Error>(())
+    });
     let mut folded: Folded<A> = HashMap::new();
     let mut read = 0u64;
-    while let Some(row) = rows.try_next().await? {
-        let event: A::Event = decode(&row)?;
-        let entry = folded
-            .entry(row.aggregate_id)
-            .or_insert_with(|| (A::default(), 0));
-        entry.0.apply(event);
-        entry.1 = row.sequence;
-        read += 1;
-        if read.is_multiple_of(10_000) {
-            progress(read);
+    while let Some(batch) = batches.recv().await {
+        for row in batch {
+            let event: A::Event = decode(&row)?;
+            let entry = folded
+                .entry(row.aggregate_id)
+                .or_insert_with(|| (A::default(), 0));
+            entry.0.apply(event);
+            entry.1 = row.sequence;
+            read += 1;
+        }
+        progress(read);
+    }
+    reader
+        .await
+        .map_err(|e| ProjectionError::Database(sqlx::Error::Protocol(e.to_string())))??;
+    Ok((folded, read))
+}
+
+/// Rows handed from the reading task to the folding one at a time.
+const READ_BATCH: usize = 1024;
+
+/// Rows in PostgreSQL's `COPY ... FROM STDIN` text format, sent in chunks as they grow.
+pub struct CopyRows<'c> {
+    copy: sqlx::postgres::PgCopyIn<&'c mut PgConnection>,
+    buf: String,
+    first: bool,
+}
+
+/// Bytes collected before they are sent.
+const COPY_CHUNK: usize = 1 << 20;
+
+impl<'c> CopyRows<'c> {
+    /// Starts `COPY schema.table (columns) FROM STDIN`.
+    pub async fn start(
+        db: &'c mut PgConnection,
+        schema: &str,
+        table: &str,
+        columns: &str,
+    ) -> Result<Self, sqlx::Error> {
+        let copy = db
+            .copy_in_raw(&format!("copy {schema}.{table} ({columns}) from stdin"))
+            .await?;
+        Ok(Self {
+            copy,
+            buf: String::with_capacity(COPY_CHUNK + 4096),
+            first: true,
+        })
+    }
+
+    fn sep(&mut self) {
+        if !self.first {
+            self.buf.push('\t');
+        }
+        self.first = false;
+    }
+
+    /// A text value, escaped.
+    pub fn text(&mut self, v: &str) -> &mut Self {
+        self.sep();
+        for c in v.chars() {
+            match c {
+                '\\' => self.buf.push_str("\\\\"),
+                '\t' => self.buf.push_str("\\t"),
+                '\n' => self.buf.push_str("\\n"),
+                '\r' => self.buf.push_str("\\r"),
+                c => self.buf.push(c),
+            }
+        }
+        self
+    }
+
+    /// NULL.
+    pub fn null(&mut self) -> &mut Self {
+        self.sep();
+        self.buf.push_str("\\N");
+        self
+    }
+
+    /// Anything whose `Display` needs no escaping (numbers, UUIDs).
+    pub fn plain(&mut self, v: impl std::fmt::Display) -> &mut Self {
+        use std::fmt::Write;
+        self.sep();
+        write!(self.buf, "{v}").expect("writing to a String");
+        self
+    }
+
+    /// An optional UUID.
+    pub fn uuid(&mut self, v: Option<uuid::Uuid>) -> &mut Self {
+        match v {
+            Some(id) => self.plain(id),
+            None => self.null(),
         }
     }
-    progress(read);
-    Ok((folded, read))
+
+    /// A timestamp, to the microsecond and truncated, as the binary protocol stores it.
+    pub fn time(&mut self, v: Option<chrono::DateTime<chrono::Utc>>) -> &mut Self {
+        match v {
+            Some(t) => self.plain(t.format("%Y-%m-%dT%H:%M:%S%.6f+00")),
+            None => self.null(),
+        }
+    }
+
+    /// A JSON value.
+    pub fn json(&mut self, v: &serde_json::Value) -> &mut Self {
+        self.text(&v.to_string())
+    }
+
+    /// Ends the row; sends what has gathered once it is large.
+    pub async fn end_row(&mut self) -> Result<(), sqlx::Error> {
+        self.buf.push('\n');
+        self.first = true;
+        if self.buf.len() >= COPY_CHUNK {
+            self.copy.send(self.buf.as_bytes()).await?;
+            self.buf.clear();
+        }
+        Ok(())
+    }
+
+    /// Sends the rest and ends the copy; returns the rows copied.
+    pub async fn finish(mut self) -> Result<u64, sqlx::Error> {
+        if !self.buf.is_empty() {
+            self.copy.send(self.buf.as_bytes()).await?;
+        }
+        self.copy.finish().await
+    }
 }
 
 /// Decodes straight from the stored text when the event is in its current shape (the common
@@ -86,20 +216,21 @@ pub async fn write_progress<A>(
     projection: &dyn Projection,
     folded: &Folded<A>,
 ) -> Result<(), sqlx::Error> {
-    let ids: Vec<&str> = folded.keys().map(String::as_str).collect();
-    let sequences: Vec<i64> = folded.values().map(|(_, s)| *s).collect();
-    for (ids, sequences) in ids.chunks(10_000).zip(sequences.chunks(10_000)) {
-        sqlx::query(&format!(
-            "insert into {schema}.projection_progress (projection, aggregate_type, aggregate_id, last_sequence)
-             select $1, $2, * from unnest($3::text[], $4::bigint[])"
-        ))
-        .bind(projection.name())
-        .bind(projection.aggregate_type())
-        .bind(ids)
-        .bind(sequences)
-        .execute(&mut *db)
-        .await?;
+    let mut rows = CopyRows::start(
+        db,
+        schema,
+        "projection_progress",
+        "projection, aggregate_type, aggregate_id, last_sequence",
+    )
+    .await?;
+    for (id, (_, sequence)) in folded {
+        rows.text(projection.name())
+            .text(projection.aggregate_type())
+            .text(id)
+            .plain(sequence);
+        rows.end_row().await?;
     }
+    rows.finish().await?;
     Ok(())
 }
 

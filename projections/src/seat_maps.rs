@@ -4,7 +4,7 @@
 //! while `held_until` is in the future, available otherwise. A hold therefore shows its seats
 //! available from the instant it expires, before `HoldExpired` is recorded.
 
-use crate::bulk::Folded;
+use crate::bulk::{CopyRows, Folded};
 use crate::projection::money_json;
 use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
@@ -13,7 +13,7 @@ use marquee_domain::seating::SeatLayout;
 use marquee_domain::showtime::{Showtime, ShowtimeDetails, ShowtimeEvent};
 use marquee_nats::Envelope;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool, QueryBuilder};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 pub struct SeatMaps;
@@ -180,38 +180,42 @@ pub async fn write_all(
         }
         holds.extend(state.open_holds().map(|h| (h.id.0, id.0, h.expires_at)));
     }
-    for chunk in seats.chunks(5_000) {
-        let mut b = QueryBuilder::new(format!(
-            "insert into {schema}.seats_view (showtime_id, seat, row_name, row_index, seat_index,
-                 column_index, kind, price, reservation_id, customer_id, held_until, ticket_id) "
-        ));
-        b.push_values(chunk, |mut r, s| {
-            r.push_bind(s.showtime)
-                .push_bind(&s.seat)
-                .push_bind(&s.row_name)
-                .push_bind(s.row_index)
-                .push_bind(s.seat_index)
-                .push_bind(s.column)
-                .push_bind(s.kind)
-                .push_bind(&s.price)
-                .push_bind(s.reservation)
-                .push_bind(s.customer)
-                .push_bind(s.held_until)
-                .push_bind(s.ticket);
-        });
-        b.build().execute(&mut *db).await?;
+    let mut rows = CopyRows::start(
+        db,
+        schema,
+        "seats_view",
+        "showtime_id, seat, row_name, row_index, seat_index, column_index, kind, price, \
+         reservation_id, customer_id, held_until, ticket_id",
+    )
+    .await?;
+    for s in &seats {
+        rows.plain(s.showtime)
+            .text(&s.seat)
+            .text(&s.row_name)
+            .plain(s.row_index)
+            .plain(s.seat_index)
+            .plain(s.column)
+            .text(s.kind)
+            .json(&s.price)
+            .uuid(s.reservation)
+            .uuid(s.customer)
+            .time(s.held_until)
+            .uuid(s.ticket);
+        rows.end_row().await?;
     }
-    for chunk in holds.chunks(10_000) {
-        let mut b = QueryBuilder::new(format!(
-            "insert into {schema}.holds_view (reservation_id, showtime_id, expires_at) "
-        ));
-        b.push_values(chunk, |mut r, (reservation, showtime, expires)| {
-            r.push_bind(*reservation)
-                .push_bind(*showtime)
-                .push_bind(*expires);
-        });
-        b.build().execute(&mut *db).await?;
+    rows.finish().await?;
+    let mut rows = CopyRows::start(
+        db,
+        schema,
+        "holds_view",
+        "reservation_id, showtime_id, expires_at",
+    )
+    .await?;
+    for (reservation, showtime, expires) in &holds {
+        rows.plain(reservation).plain(showtime).time(Some(*expires));
+        rows.end_row().await?;
     }
+    rows.finish().await?;
     Ok(())
 }
 

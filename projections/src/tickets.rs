@@ -1,6 +1,6 @@
 //! Each customer's tickets, with their status (refunds included).
 
-use crate::bulk::Folded;
+use crate::bulk::{CopyRows, Folded};
 use crate::projection::money_json;
 use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use marquee_domain::showtime::{Showtime, ShowtimeEvent, Ticket, TicketStatus};
 use marquee_nats::Envelope;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool, QueryBuilder};
+use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
 pub struct Tickets;
@@ -71,27 +71,29 @@ pub async fn write_all(
         .filter_map(|(s, _)| Some((s.id?.0, s)))
         .flat_map(|(id, s)| s.tickets.values().map(move |t| (id, t)))
         .collect();
-    for chunk in rows.chunks(5_000) {
-        let mut b = QueryBuilder::new(format!(
-            "insert into {schema}.tickets_view (ticket_id, customer_id, reservation_id, showtime_id,
-                                                seat, price, code, status, issued_at) "
-        ));
-        b.push_values(chunk, |mut r, (showtime, t)| {
-            r.push_bind(t.id.0)
-                .push_bind(t.customer_id.0)
-                .push_bind(t.reservation_id.0)
-                .push_bind(*showtime)
-                .push_bind(t.seat.as_str())
-                .push_bind(money_json(&t.price))
-                .push_bind(&t.code)
-                .push_bind(match t.status {
-                    TicketStatus::Valid => "valid",
-                    TicketStatus::Refunded => "refunded",
-                })
-                .push_bind(t.issued_at);
-        });
-        b.build().execute(&mut *db).await?;
+    let mut copy = CopyRows::start(
+        db,
+        schema,
+        "tickets_view",
+        "ticket_id, customer_id, reservation_id, showtime_id, seat, price, code, status, issued_at",
+    )
+    .await?;
+    for (showtime, t) in rows {
+        copy.plain(t.id)
+            .plain(t.customer_id)
+            .plain(t.reservation_id)
+            .plain(showtime)
+            .text(t.seat.as_str())
+            .json(&money_json(&t.price))
+            .text(&t.code)
+            .text(match t.status {
+                TicketStatus::Valid => "valid",
+                TicketStatus::Refunded => "refunded",
+            })
+            .time(Some(t.issued_at));
+        copy.end_row().await?;
     }
+    copy.finish().await?;
     Ok(())
 }
 
