@@ -9,11 +9,11 @@ use crate::projection::money_json;
 use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use marquee_domain::seating::SeatLayout;
+use marquee_domain::seating::{Row, Seat, SeatLayout};
 use marquee_domain::showtime::{Showtime, ShowtimeDetails, ShowtimeEvent};
 use marquee_nats::Envelope;
 use serde_json::Value;
-use sqlx::{PgConnection, PgPool};
+use sqlx::{PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;
 
 pub struct SeatMaps;
@@ -123,25 +123,35 @@ async fn insert_seats(
     d: &ShowtimeDetails,
 ) -> Result<(), sqlx::Error> {
     let layout = SeatLayout::parse(&d.layout).unwrap_or_default();
-    for (row_index, row) in layout.rows.iter().enumerate() {
-        for (seat_index, seat) in row.seats.iter().enumerate() {
-            let price = d.prices.get(&seat.kind).map_or(Value::Null, money_json);
-            sqlx::query(
-                "insert into seats_view (showtime_id, seat, row_name, row_index, seat_index,
-                                         column_index, kind, price)
-                 values ($1, $2, $3, $4, $5, $6, $7, $8) on conflict do nothing",
-            )
-            .bind(showtime)
-            .bind(seat.label.as_str())
-            .bind(&row.name)
-            .bind(row_index as i32)
-            .bind(seat_index as i32)
-            .bind(seat.column as i32)
-            .bind(seat.kind.as_str())
-            .bind(price)
-            .execute(&mut *db)
-            .await?;
-        }
+    let seats: Vec<(usize, &Row, usize, &Seat)> = layout
+        .rows
+        .iter()
+        .enumerate()
+        .flat_map(|(r, row)| {
+            row.seats
+                .iter()
+                .enumerate()
+                .map(move |(s, seat)| (r, row, s, seat))
+        })
+        .collect();
+    // One statement for the whole screen: a showtime has hundreds of seats.
+    for chunk in seats.chunks(5_000) {
+        let mut b = QueryBuilder::new(
+            "insert into seats_view (showtime_id, seat, row_name, row_index, seat_index,
+                                     column_index, kind, price) ",
+        );
+        b.push_values(chunk, |mut v, (row_index, row, seat_index, seat)| {
+            v.push_bind(showtime)
+                .push_bind(seat.label.as_str())
+                .push_bind(&row.name)
+                .push_bind(*row_index as i32)
+                .push_bind(*seat_index as i32)
+                .push_bind(seat.column as i32)
+                .push_bind(seat.kind.as_str())
+                .push_bind(d.prices.get(&seat.kind).map_or(Value::Null, money_json));
+        });
+        b.push(" on conflict do nothing");
+        b.build().execute(&mut *db).await?;
     }
     Ok(())
 }

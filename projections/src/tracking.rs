@@ -27,26 +27,24 @@ pub async fn apply_tracked(
     db: &mut PgConnection,
 ) -> Result<bool, ProjectionError> {
     let name = projection.name();
-    sqlx::query(
-        "insert into projection_progress (projection, aggregate_type, aggregate_id, last_sequence)
-         values ($1, $2, $3, 0) on conflict do nothing",
-    )
-    .bind(name)
-    .bind(&event.aggregate_type)
-    .bind(&event.aggregate_id)
-    .execute(&mut *db)
-    .await?;
-    // The row lock serializes projector processes working on the same aggregate.
-    let last: i64 = sqlx::query_scalar(
-        "select last_sequence from projection_progress
-         where projection = $1 and aggregate_type = $2 and aggregate_id = $3 for update",
+    // One round trip: make sure the progress row exists, lock it (the lock serializes
+    // projector processes working on the same aggregate), read it, and ask whether the
+    // aggregate is parked. The no-op update is what takes the lock on an existing row.
+    let (last, parked): (i64, bool) = sqlx::query_as(
+        "insert into projection_progress as p (projection, aggregate_type, aggregate_id, last_sequence)
+         values ($1, $2, $3, 0)
+         on conflict (projection, aggregate_type, aggregate_id)
+            do update set last_sequence = p.last_sequence
+         returning last_sequence,
+                   exists(select 1 from parked_events k
+                          where k.projection = $1 and k.aggregate_type = $2 and k.aggregate_id = $3)",
     )
     .bind(name)
     .bind(&event.aggregate_type)
     .bind(&event.aggregate_id)
     .fetch_one(&mut *db)
     .await?;
-    if event.sequence <= last || is_parked(name, event, db).await? {
+    if event.sequence <= last || parked {
         return Ok(false);
     }
     if event.sequence > last + 1 {
@@ -67,22 +65,6 @@ pub async fn apply_tracked(
     .execute(&mut *db)
     .await?;
     Ok(true)
-}
-
-async fn is_parked(
-    name: &str,
-    event: &Envelope,
-    db: &mut PgConnection,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar(
-        "select exists(select 1 from parked_events
-                       where projection = $1 and aggregate_type = $2 and aggregate_id = $3)",
-    )
-    .bind(name)
-    .bind(&event.aggregate_type)
-    .bind(&event.aggregate_id)
-    .fetch_one(db)
-    .await
 }
 
 /// The events of `event`'s aggregate with `after < sequence < before`.
