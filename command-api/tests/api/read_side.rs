@@ -236,3 +236,95 @@ async fn killing_relay_and_projector_mid_stream_loses_and_duplicates_nothing() {
     relay_task.abort();
     projector_task.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_event_that_keeps_failing_is_parked_and_its_aggregate_waits_behind_it() {
+    let config = test_config(&fresh_database());
+    let app = spawn_with(config.clone()).await;
+    let poisoned = app.showtime().await;
+    let healthy = app.showtime().await;
+    let ann = app.customer().await;
+    app.settle().await;
+    // An event no projection can read (as if written by a buggy build), then a good one
+    // behind it. (Appended straight into the log: the engine itself never writes either.)
+    let garbage = serde_json::json!({"SeatsHeld": {"garbage": true}});
+    let now = chrono::Utc::now();
+    let good = serde_json::json!({"SeatsHeld": {"reservation_id": uuid::Uuid::now_v7(),
+        "customer_id": uuid::Uuid::now_v7(), "seats": ["A1"],
+        "total": {"amount": 1250, "currency": "USD"}, "held_at": now,
+        "expires_at": now + chrono::TimeDelta::minutes(7)}});
+    for (sequence, payload) in [(2i64, garbage), (3, good)] {
+        sqlx::query(
+            "select append_events(array['Showtime'], array[$1], array[$2::bigint],
+                                  array['SeatsHeld'], array['1'], array[$3::jsonb],
+                                  array['{}'::jsonb])",
+        )
+        .bind(&poisoned)
+        .bind(sequence)
+        .bind(payload)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    assert_eq!(
+        app.hold(&ann, &healthy, &["A1"]).await.status(),
+        StatusCode::CREATED
+    );
+
+    // Five deliveries with backoff, then parked.
+    let mut parked = Vec::new();
+    for _ in 0..300 {
+        parked = sqlx::query_as::<_, (String, String, i64)>(
+            "select projection, aggregate_id, sequence from parked_events order by projection",
+        )
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        if parked.len() == 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let projections: Vec<&str> = parked.iter().map(|p| p.0.as_str()).collect();
+    assert_eq!(
+        projections,
+        ["seat_maps", "showtimes", "tickets"],
+        "every Showtime projection parks it"
+    );
+    assert!(parked.iter().all(|p| p.1 == poisoned && p.2 == 2));
+    // The healthy showtime is served; the parked one waits: the good event behind the bad
+    // one is not applied.
+    let healthy_map: Value = app
+        .client
+        .get(app.url(&format!("/v1/showtimes/{healthy}/seats")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seat_status(&healthy_map, "A1").0, "held");
+    let waiting: Value = app
+        .client
+        .get(app.url(&format!("/v1/showtimes/{poisoned}/seats")))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(seat_status(&waiting, "A1").0, "available");
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("marquee_consumer_parked_total"),
+        "parking is counted"
+    );
+}
