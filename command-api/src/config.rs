@@ -30,6 +30,9 @@ pub struct Config {
     pub payment_latency: Duration,
     /// `MARQUEE_SHOWTIME_QUEUE`: commands one showtime may have waiting before the API sheds.
     pub showtime_queue: usize,
+    /// `MARQUEE_SHOWTIME_WRITER`: `batched` (the default) or `direct`, the stock
+    /// load-decide-append-retry path, kept as the benchmark baseline.
+    pub writer_mode: crate::writer::WriterMode,
 }
 
 fn number(var: &impl Fn(&str) -> Option<String>, name: &str, default: u64) -> anyhow::Result<u64> {
@@ -81,6 +84,11 @@ impl Config {
             jwt_secret,
             payment_latency: Duration::from_millis(number(&var, "MARQUEE_PAYMENT_LATENCY_MS", 0)?),
             showtime_queue: number(&var, "MARQUEE_SHOWTIME_QUEUE", 4096)?.max(1) as usize,
+            writer_mode: match var("MARQUEE_SHOWTIME_WRITER").as_deref() {
+                None | Some("batched") => crate::writer::WriterMode::Batched,
+                Some("direct") => crate::writer::WriterMode::Direct,
+                Some(other) => bail!("MARQUEE_SHOWTIME_WRITER must be batched or direct, got {other:?}"),
+            },
         })
     }
 }

@@ -68,7 +68,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     }
     let store = EventStore::new(pool.clone());
     Ok(AppState {
-        writers: Writers::new(store.clone(), config.showtime_queue),
+        writers: Writers::new(store.clone(), config.showtime_queue, config.writer_mode),
         store,
         keys: Arc::new(TokenKeys::new(&secret)),
         payments: Arc::new(TestCardProcessor {

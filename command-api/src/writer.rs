@@ -73,20 +73,35 @@ struct Handle {
 
 type Slot = Arc<OnceCell<Handle>>;
 
+/// How showtime commands are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum WriterMode {
+    /// One writer task per showtime, batching appends (the engine's way).
+    Batched,
+    /// Load, decide, append, retry on conflict, per command: the stock cqrs-es way, kept as
+    /// the baseline the benchmarks compare against.
+    Direct,
+}
+
+/// How often a direct write is tried before the caller is told to retry later.
+const DIRECT_ATTEMPTS: usize = 50;
+
 /// All writers of this process.
 #[derive(Clone)]
 pub struct Writers {
     slots: Arc<Mutex<HashMap<ShowtimeId, Slot>>>,
     store: EventStore,
     queue_capacity: usize,
+    mode: WriterMode,
 }
 
 impl Writers {
-    pub fn new(store: EventStore, queue_capacity: usize) -> Self {
+    pub fn new(store: EventStore, queue_capacity: usize, mode: WriterMode) -> Self {
         Self {
             slots: Default::default(),
             store,
             queue_capacity,
+            mode,
         }
     }
 
@@ -97,6 +112,10 @@ impl Writers {
         command: ShowtimeCommand,
         meta: Metadata,
     ) -> Result<Vec<ShowtimeEvent>, WriteError> {
+        if self.mode == WriterMode::Direct {
+            let meta = meta.caused_by(&command);
+            return self.direct(id, command, meta).await;
+        }
         let mut job = Job {
             meta: meta.caused_by(&command),
             command,
@@ -121,6 +140,40 @@ impl Writers {
             }
         }
         Err(StoreError::Other("the showtime writer keeps stopping".into()).into())
+    }
+
+    /// The stock path: load the showtime, decide, append with its lookups in one transaction;
+    /// on a conflict with another writer, start over.
+    async fn direct(
+        &self,
+        id: ShowtimeId,
+        command: ShowtimeCommand,
+        meta: Metadata,
+    ) -> Result<Vec<ShowtimeEvent>, WriteError> {
+        let key = id.to_string();
+        for _ in 0..DIRECT_ATTEMPTS {
+            let (state, version) = self.store.load::<Showtime>(&key).await?;
+            if !state.exists() {
+                return Err(ShowtimeError::NotFound.into());
+            }
+            let events = state.decide(command.clone())?;
+            if events.is_empty() {
+                return Ok(events);
+            }
+            let rows = to_new_events::<Showtime>(&key, version, &events, &meta);
+            let mut tx = self.store.pool().begin().await.map_err(StoreError::from)?;
+            match crate::event_store::insert(&mut tx, &rows).await {
+                Ok(()) => {}
+                Err(StoreError::Conflict) => continue,
+                Err(e) => return Err(e.into()),
+            }
+            booking_index::record(&mut tx, id, &events)
+                .await
+                .map_err(StoreError::from)?;
+            tx.commit().await.map_err(StoreError::from)?;
+            return Ok(events);
+        }
+        Err(WriteError::Overloaded)
     }
 
     /// The committed state of a showtime, or `None` if it was never scheduled. It includes

@@ -36,6 +36,7 @@ pub fn test_config(database: &str) -> Config {
         jwt_secret: None,
         payment_latency: Duration::ZERO,
         showtime_queue: 4096,
+        writer_mode: marquee_api::writer::WriterMode::Batched,
     }
 }
 
