@@ -6,6 +6,8 @@
 //! ratio. Then it does the bulk rebuild alone on a larger history. Numbers from one run on one
 //! machine compare with each other; across runs the machine's load differs.
 
+mod hot;
+
 use anyhow::{ensure, Context};
 use clap::{Parser, Subcommand};
 use marquee_projections::rebuild::{bulk_rebuild_into, differences, rebuild_into};
@@ -29,6 +31,29 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// One hot showtime of 500 seats: designs interleaved at each client count.
+    HotShowtime {
+        /// Concurrent customers, comma-separated.
+        #[arg(long, value_delimiter = ',', default_value = "64,256,1000")]
+        clients: Vec<usize>,
+        /// Seat choice, comma-separated.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_enum,
+            default_value = "uniform,zipf"
+        )]
+        seats: Vec<hot::Choice>,
+        /// Designs, comma-separated, in the order they alternate.
+        #[arg(long, value_delimiter = ',', value_enum, default_value = "e,n1")]
+        designs: Vec<hot::Design>,
+        /// Seconds of load per run.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        /// Rounds over all designs (E, N1, E, N1, ...).
+        #[arg(long, default_value_t = 2)]
+        rounds: usize,
+    },
     /// Rebuilding read models: bulk against event by event, then bulk on a large history.
     Replay {
         /// Events in the history both paths rebuild (the event-by-event path is slow).
@@ -44,6 +69,30 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::HotShowtime {
+            clients,
+            seats,
+            designs,
+            seconds,
+            rounds,
+        } => {
+            println!("{}", hot::HEADER);
+            for &n in &clients {
+                for &choice in &seats {
+                    for _ in 0..rounds {
+                        for &design in &designs {
+                            let outcome = hot::run(&cli.server, design, n, choice, seconds).await?;
+                            println!("{}", outcome.row());
+                            anyhow::ensure!(
+                                outcome.violations == 0,
+                                "double booking in {design:?}"
+                            );
+                        }
+                    }
+                }
+            }
+            Ok(())
+        }
         Command::Replay {
             compare_events,
             events,

@@ -87,7 +87,9 @@ impl Config {
             writer_mode: match var("MARQUEE_SHOWTIME_WRITER").as_deref() {
                 None | Some("batched") => crate::writer::WriterMode::Batched,
                 Some("direct") => crate::writer::WriterMode::Direct,
-                Some(other) => bail!("MARQUEE_SHOWTIME_WRITER must be batched or direct, got {other:?}"),
+                Some(other) => {
+                    bail!("MARQUEE_SHOWTIME_WRITER must be batched or direct, got {other:?}")
+                }
             },
         })
     }
