@@ -84,7 +84,7 @@ pub const HEADER: &str = "| design | clients | seats | holds/s | attempts/s | se
 async fn engine(
     server: &str,
     design: Design,
-) -> anyhow::Result<(String, sqlx::PgPool, CancellationToken)> {
+) -> anyhow::Result<(String, sqlx::PgPool, CancellationToken, String)> {
     let name = format!("marquee_bench_hot_{}", uuid::Uuid::new_v4().simple());
     let mut config = Config::from_vars(|_| None)?;
     config.database_url = format!("{server}/{name}");
@@ -106,7 +106,7 @@ async fn engine(
         projector: false,
     };
     tokio::spawn(startup::run(Some(listener), state, api, stop.clone()));
-    Ok((base, pool, stop))
+    Ok((base, pool, stop, name))
 }
 
 async fn token(client: &Client, base: &str, email: &str, password: &str) -> anyhow::Result<String> {
@@ -328,7 +328,7 @@ pub async fn run(
     choice: Choice,
     seconds: u64,
 ) -> anyhow::Result<Outcome> {
-    let (base, pool, stop) = engine(server, design).await?;
+    let (base, pool, stop, database) = engine(server, design).await?;
     let client = Client::builder().pool_max_idle_per_host(clients).build()?;
     let showtime = showtime(&client, &base).await?;
     let tokens = customers(&client, &base, clients).await?;
@@ -364,6 +364,11 @@ pub async fn run(
     let violations = audit(&pool, &showtime).await?.len();
     stop.cancel();
     pool.close().await;
+    // Each run has its own database; leave none behind.
+    let admin = sqlx::PgPool::connect(&format!("{server}/postgres")).await?;
+    sqlx::query(&format!("drop database if exists {database} with (force)"))
+        .execute(&admin)
+        .await?;
     Ok(Outcome {
         design,
         clients,
