@@ -192,7 +192,7 @@ impl Writers {
             let (done, wait) = oneshot::channel();
             // A full queue already has a command in it, which catches up on its own conflict;
             // a closed one belonged to an idle writer. Either way, read what is there.
-            if handle.queue.send(Message::CatchUp(done)).await.is_ok() {
+            if handle.queue.try_send(Message::CatchUp(done)).is_ok() {
                 if let Ok(result) = wait.await {
                     result?;
                 }
