@@ -55,7 +55,9 @@ async fn record_one(
         ShowtimeEvent::PaymentFailed(e) => {
             // Back to the hold's own expiry, never past the pin (the aggregate's rule too).
             sqlx::query(
-                "update hold_timers set due_at = least(expires_at, due_at) where reservation_id = $1",
+                "update hold_timers
+                 set expires_at = least(expires_at, due_at), due_at = least(expires_at, due_at)
+                 where reservation_id = $1",
             )
             .bind(e.reservation_id.0)
             .execute(&mut **tx)

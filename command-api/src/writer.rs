@@ -344,6 +344,26 @@ impl Writer {
         loop {
             attempt += 1;
             let decided = self.decide_all(&batch);
+            if attempt < MAX_ATTEMPTS && refuses_or_skips(&decided) {
+                // A refusal (or a command with nothing to record) is only as good as the
+                // state it was decided on: if another process appended to this showtime
+                // meanwhile, catch up and decide again. Appends find out by themselves (the
+                // key conflicts); refusals would not.
+                match self.is_behind().await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        if let Err(e) = self.catch_up().await {
+                            self.reset();
+                            return fail(batch, e);
+                        }
+                        continue;
+                    }
+                    Err(e) => {
+                        self.reset();
+                        return fail(batch, e);
+                    }
+                }
+            }
             match self.append(&batch, &decided).await {
                 Ok(()) => {
                     self.publish(&decided);
@@ -352,20 +372,36 @@ impl Writer {
                 Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
                     tracing::info!(showtime = %self.id, attempt, "another writer appended first; catching up");
                     if let Err(e) = self.catch_up().await {
+                        // Drop the decisions of the batch that was not stored.
+                        self.reset();
                         return fail(batch, e);
                     }
                 }
                 Err(e) => {
-                    self.working = self
-                        .committed
-                        .read()
-                        .expect("lock poisoned")
-                        .showtime
-                        .clone();
+                    self.reset();
                     return fail(batch, e);
                 }
             }
         }
+    }
+
+    /// Forgets decisions that were not stored: `working` restarts from `committed`.
+    fn reset(&mut self) {
+        self.working = self
+            .committed
+            .read()
+            .expect("lock poisoned")
+            .showtime
+            .clone();
+    }
+
+    /// Whether the store holds events of this showtime that this writer has not seen.
+    async fn is_behind(&self) -> Result<bool, StoreError> {
+        let stored = self
+            .store
+            .last_sequence(<Showtime as cqrs_es::Aggregate>::TYPE, &self.id.to_string())
+            .await?;
+        Ok(stored > self.version)
     }
 
     /// Decides every job in order, each against the state the earlier ones left.
@@ -435,6 +471,13 @@ impl Writer {
         self.working = committed.showtime.clone();
         Ok(())
     }
+}
+
+/// Whether any command of a batch was refused or had nothing to record.
+fn refuses_or_skips(decided: &[Result<Vec<ShowtimeEvent>, ShowtimeError>]) -> bool {
+    decided
+        .iter()
+        .any(|d| d.as_ref().map_or(true, |events| events.is_empty()))
 }
 
 fn answer(batch: Vec<Job>, decided: Vec<Result<Vec<ShowtimeEvent>, ShowtimeError>>) {

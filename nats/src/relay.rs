@@ -108,8 +108,12 @@ impl Relay {
         };
         tracing::info!(namespace = self.ns.as_str(), "relay is the active relay");
         metrics::gauge!("marquee_relay_leader").set(1.0);
-        let result = self.publish_loop(lock, shutdown).await;
+        let mut lock = lock;
+        let result = self.publish_loop(&mut lock, shutdown).await;
         metrics::gauge!("marquee_relay_leader").set(0.0);
+        // However the loop ended, give the leadership up: a pooled connection returned to
+        // the pool would keep holding the advisory lock, and no relay could take over.
+        let _ = lock.close().await;
         result
     }
 
@@ -142,7 +146,7 @@ impl Relay {
 
     async fn publish_loop(
         &self,
-        mut lock: PoolConnection<Postgres>,
+        lock: &mut PoolConnection<Postgres>,
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
         let stream = stream::ensure(&self.js, &self.ns).await?;
@@ -157,8 +161,6 @@ impl Relay {
         let mut backlog_at = Instant::now() - BACKLOG_EVERY;
         loop {
             if shutdown.is_cancelled() {
-                // Dropping a pooled connection would keep the lock; close it.
-                let _ = lock.close().await;
                 return Ok(());
             }
             let events = read_after(&self.pool, &cursor, BATCH).await?;
@@ -169,7 +171,7 @@ impl Relay {
             if events.is_empty() {
                 // Still the leader? A dead lock connection means another relay may have taken
                 // over; stop and compete again.
-                sqlx::query("select 1").execute(&mut *lock).await?;
+                sqlx::query("select 1").execute(&mut **lock).await?;
                 tokio::select! {
                     _ = listener.recv() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
