@@ -14,11 +14,13 @@ use axum::extract::{Request, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 /// The largest body a remembered request or response may have.
 const MAX_BODY: usize = 1 << 20;
+/// After this long without an answer a claim counts as abandoned (its process died). Longer
+/// than any request can take, payment latency included.
+const ABANDONED_AFTER_SECONDS: i32 = 120;
 /// How long a key is remembered.
 const KEEP_HOURS: i32 = 24;
 
@@ -51,18 +53,18 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
     let bytes = to_bytes(body, MAX_BODY)
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
-    let mut hasher = Sha256::new();
-    hasher.update(parts.method.as_str());
-    hasher.update(b" ");
-    hasher.update(parts.uri.path());
-    hasher.update(b"\n");
-    hasher.update(&bytes);
-    let hash = hex::encode(hasher.finalize());
+    let hash = state.keys.fingerprint(&[
+        parts.method.as_str().as_bytes(),
+        parts.uri.path().as_bytes(),
+        &bytes,
+    ]);
 
-    // Forget an expired key, then claim it; exactly one concurrent request wins the claim.
+    // Forget an expired key, or a claim whose request never finished (the process died with
+    // it), then claim it; exactly one concurrent request wins the claim.
     sqlx::query(&format!(
         "delete from idempotency_keys where scope = $1 and key = $2
-           and created_at < now() - interval '{KEEP_HOURS} hours'"
+           and (created_at < now() - interval '{KEEP_HOURS} hours'
+                or (status is null and created_at < now() - interval '{ABANDONED_AFTER_SECONDS} seconds'))"
     ))
     .bind(scope)
     .bind(&key)

@@ -112,6 +112,27 @@ impl Writers {
         command: ShowtimeCommand,
         meta: Metadata,
     ) -> Result<Vec<ShowtimeEvent>, WriteError> {
+        self.submit(id, command, meta, false).await
+    }
+
+    /// Like [`Writers::execute`], but waits for room in a full queue instead of refusing:
+    /// for settling a payment that was already charged, which must never be shed.
+    pub async fn settle(
+        &self,
+        id: ShowtimeId,
+        command: ShowtimeCommand,
+        meta: Metadata,
+    ) -> Result<Vec<ShowtimeEvent>, WriteError> {
+        self.submit(id, command, meta, true).await
+    }
+
+    async fn submit(
+        &self,
+        id: ShowtimeId,
+        command: ShowtimeCommand,
+        meta: Metadata,
+        wait_for_room: bool,
+    ) -> Result<Vec<ShowtimeEvent>, WriteError> {
         if self.mode == WriterMode::Direct {
             let meta = meta.caused_by(&command);
             return self.direct(id, command, meta).await;
@@ -128,7 +149,17 @@ impl Writers {
             };
             let (reply, answer) = oneshot::channel();
             job.reply = reply;
-            match handle.queue.try_send(Message::Command(Box::new(job))) {
+            let message = Message::Command(Box::new(job));
+            let sent = if wait_for_room {
+                handle
+                    .queue
+                    .send(message)
+                    .await
+                    .map_err(|mpsc::error::SendError(m)| mpsc::error::TrySendError::Closed(m))
+            } else {
+                handle.queue.try_send(message)
+            };
+            match sent {
                 Ok(()) => {
                     return answer.await.unwrap_or_else(|_| {
                         Err(StoreError::Other("the showtime writer stopped".into()).into())

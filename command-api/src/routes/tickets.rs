@@ -211,6 +211,30 @@ async fn buy(
             _ => None,
         })
         .ok_or_else(|| anyhow::anyhow!("a started payment records PaymentStarted"))?;
+    // Charge and settle in a task of its own: once the card may be charged, a client that
+    // hangs up must not cut the flow short between the charge and recording its outcome.
+    let task = tokio::spawn(charge_and_settle(
+        state.clone(),
+        showtime,
+        reservation,
+        payment,
+        amount,
+        card,
+        meta,
+    ));
+    task.await
+        .map_err(|e| ApiError::Internal(anyhow::anyhow!("the payment task failed: {e}")))?
+}
+
+async fn charge_and_settle(
+    state: AppState,
+    showtime: ShowtimeId,
+    reservation: ReservationId,
+    payment: PaymentId,
+    amount: marquee_domain::Money,
+    card: Card,
+    meta: Metadata,
+) -> Result<(StatusCode, axum::Json<Purchased>), ApiError> {
     match state.payments.charge(payment, &amount, &card).await {
         Ok(()) => confirm(&state, showtime, reservation, payment, meta).await,
         Err(e) => {
@@ -227,7 +251,7 @@ async fn buy(
             });
             state
                 .writers
-                .execute(showtime, fail, meta)
+                .settle(showtime, fail, meta)
                 .await
                 .map_err(write_error)?;
             match e {
@@ -261,7 +285,7 @@ async fn confirm(
     });
     let events = state
         .writers
-        .execute(showtime, command, meta)
+        .settle(showtime, command, meta)
         .await
         .map_err(write_error)?;
     for e in &events {
