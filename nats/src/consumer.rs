@@ -21,12 +21,21 @@ const FETCH: usize = 256;
 /// How long a fetch waits for messages.
 const FETCH_WAIT: Duration = Duration::from_millis(500);
 
+/// Why a handler could not apply events.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    pub message: String,
+    /// The database or a network was unreachable: retrying later will do, and the event is
+    /// never parked for it.
+    pub transient: bool,
+}
+
 /// What a consumer does with its events.
 #[async_trait]
 pub trait Handler: Send + Sync {
     /// Applies events in order, all or nothing. Must be idempotent: JetStream delivers at
     /// least once.
-    async fn apply(&self, events: &[Envelope]) -> Result<(), String>;
+    async fn apply(&self, events: &[Envelope]) -> Result<(), Failure>;
     /// Records that `event` keeps failing with `error`.
     async fn park(&self, event: &Envelope, error: &str) -> Result<(), String>;
 }
@@ -146,7 +155,7 @@ async fn handle_batch(
     for (m, event) in good {
         match handler.apply(std::slice::from_ref(&event)).await {
             Ok(()) => m.ack().await.map_err(Error::nats)?,
-            Err(error) => retry_or_park(name, handler, &m, &event, &error).await?,
+            Err(failure) => retry_or_park(name, handler, &m, &event, &failure).await?,
         }
     }
     Ok(())
@@ -157,11 +166,14 @@ async fn retry_or_park(
     handler: &dyn Handler,
     m: &jetstream::Message,
     event: &Envelope,
-    error: &str,
+    failure: &Failure,
 ) -> Result<(), Error> {
+    let error = failure.message.as_str();
+    // Deliveries count redeliveries after a missed ack too, and a transient failure says
+    // nothing about the event: only repeated real failures park it.
     let delivered = m.info().map(|i| i.delivered).unwrap_or(1);
-    if delivered < MAX_DELIVERIES {
-        let delay = Duration::from_millis(200 * 2u64.pow(delivered as u32));
+    if failure.transient || delivered < MAX_DELIVERIES {
+        let delay = Duration::from_millis(200 * 2u64.pow(delivered.clamp(1, 6) as u32));
         tracing::warn!(
             consumer = name,
             event = event.message_id(),

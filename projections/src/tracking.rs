@@ -12,7 +12,7 @@
 
 use crate::projection::{Projection, ProjectionError};
 use async_trait::async_trait;
-use marquee_nats::consumer::{self, Handler, Spec};
+use marquee_nats::consumer::{self, Failure, Handler, Spec};
 use marquee_nats::envelope::COLUMNS;
 use marquee_nats::{Envelope, Namespace};
 use sqlx::{PgConnection, PgPool};
@@ -108,19 +108,19 @@ pub fn swap_lock_key(projection: &str) -> i64 {
 
 #[async_trait]
 impl Handler for ProjectionHandler {
-    async fn apply(&self, events: &[Envelope]) -> Result<(), String> {
-        let mut tx = self.pool.begin().await.map_err(|e| e.to_string())?;
+    async fn apply(&self, events: &[Envelope]) -> Result<(), Failure> {
+        let mut tx = self.pool.begin().await.map_err(failure)?;
         sqlx::query("select pg_advisory_xact_lock_shared($1)")
             .bind(swap_lock_key(self.projection.name()))
             .execute(&mut *tx)
             .await
-            .map_err(|e| e.to_string())?;
+            .map_err(failure)?;
         for event in events {
             apply_tracked(self.projection.as_ref(), event, &mut tx)
                 .await
-                .map_err(|e| e.to_string())?;
+                .map_err(failure)?;
         }
-        tx.commit().await.map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(failure)?;
         let now = chrono::Utc::now();
         let lag = metrics::histogram!("marquee_projection_lag_seconds", "projection" => self.projection.name());
         for event in events {
@@ -147,6 +147,24 @@ impl Handler for ProjectionHandler {
         .await
         .map_err(|e| e.to_string())?;
         Ok(())
+    }
+}
+
+/// Classifies an error: the database out of reach is transient, anything else is not.
+fn failure(e: impl Into<ProjectionError>) -> Failure {
+    let e = e.into();
+    let transient = matches!(
+        &e,
+        ProjectionError::Database(
+            sqlx::Error::Io(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+        )
+    );
+    Failure {
+        message: e.to_string(),
+        transient,
     }
 }
 
@@ -236,6 +254,26 @@ pub async fn run_all(
             shutdown.clone(),
         ));
     }
+    // A parked aggregate may become applicable (a fixed deployment, a repaired row): try
+    // them again every minute, not only at start.
+    let (retry_pool, retry_stop) = (pool.clone(), shutdown.clone());
+    tasks.spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_secs(60)) => {}
+                _ = retry_stop.cancelled() => return,
+            }
+            for projection in crate::all() {
+                if let Ok(n @ 1..) = retry_parked(&retry_pool, projection.as_ref()).await {
+                    tracing::info!(
+                        projection = projection.name(),
+                        unparked = n,
+                        "unparked aggregates"
+                    );
+                }
+            }
+        }
+    });
     while tasks.join_next().await.is_some() {}
 }
 
