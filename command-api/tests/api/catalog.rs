@@ -164,24 +164,14 @@ async fn cancelling_a_showtime_releases_holds_refunds_tickets_and_frees_the_scre
     let showtime = app.showtime().await;
     let ann = app.customer().await;
     let bob = app.customer().await;
-    let paid: Value = app
-        .hold(&ann, &showtime, &["A1"])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let paid: Value = app.held(&ann, &showtime, &["A1"]).await;
     let tickets: Value = app
         .pay(&ann, paid["id"].as_str().unwrap(), "4242424242424242")
         .await
         .json()
         .await
         .unwrap();
-    let held: Value = app
-        .hold(&bob, &showtime, &["A2"])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let held: Value = app.held(&bob, &showtime, &["A2"]).await;
 
     let admin = app.admin().await;
     let r = app
@@ -236,12 +226,7 @@ async fn refunds_record_the_cancellation_that_caused_them() {
     let app = spawn_app().await;
     let showtime = app.showtime().await;
     let ann = app.customer().await;
-    let hold: Value = app
-        .hold(&ann, &showtime, &["A1"])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let hold: Value = app.held(&ann, &showtime, &["A1"]).await;
     app.pay(&ann, hold["id"].as_str().unwrap(), "4242424242424242")
         .await;
     let admin = app.admin().await;

@@ -97,12 +97,7 @@ async fn bad_card_numbers_are_validation_errors_and_charge_nothing() {
     let app = spawn_app().await;
     let showtime = app.showtime().await;
     let ann = app.customer().await;
-    let hold: serde_json::Value = app
-        .hold(&ann, &showtime, &["A1"])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let hold: serde_json::Value = app.held(&ann, &showtime, &["A1"]).await;
     let before = app.event_count().await;
     let r = app
         .pay(&ann, hold["id"].as_str().unwrap(), "4242424242424241")

@@ -288,6 +288,22 @@ impl TestApp {
         .await
     }
 
+    /// Holds seats, expecting success, and returns the reservation.
+    pub async fn held(&self, token: &str, showtime: &str, seats: &[&str]) -> Value {
+        let r = self.hold(token, showtime, seats).await;
+        assert_eq!(r.status(), StatusCode::CREATED);
+        r.json().await.unwrap()
+    }
+
+    /// GETs as JSON at once, without waiting for the read models first.
+    pub async fn get_now(&self, path: &str) -> Value {
+        self.send(Method::GET, path, None, None)
+            .await
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn pay(&self, token: &str, reservation: &str, card: &str) -> Response {
         self.post(
             "/v1/tickets",

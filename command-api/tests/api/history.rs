@@ -169,12 +169,7 @@ async fn the_seat_map_as_of_a_past_time_matches_what_happened_then() {
     let bob = app.customer().await;
     let ms = TimeDelta::milliseconds;
 
-    let a: Value = app
-        .hold(&ann, &showtime, &["A1"])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let a: Value = app.held(&ann, &showtime, &["A1"]).await;
     let held_a1 = recorded_at(&app, &showtime, "SeatsHeld").await;
     app.hold(&bob, &showtime, &["A2"]).await;
     let held_a2 = recorded_at(&app, &showtime, "SeatsHeld").await;
@@ -223,23 +218,13 @@ async fn a_seats_history_tells_who_held_released_and_bought_it() {
     let showtime = app.showtime().await;
     let ann = app.customer().await;
     let bob = app.customer().await;
-    let first: Value = app
-        .hold(&ann, &showtime, &["B2", "B3"])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let first: Value = app.held(&ann, &showtime, &["B2", "B3"]).await;
     app.delete(
         &format!("/v1/reservations/{}", first["id"].as_str().unwrap()),
         Some(&ann),
     )
     .await;
-    let second: Value = app
-        .hold(&bob, &showtime, &["B2"])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let second: Value = app.held(&bob, &showtime, &["B2"]).await;
     app.pay(&bob, second["id"].as_str().unwrap(), "4000000000000002")
         .await;
     app.pay(&bob, second["id"].as_str().unwrap(), "4242424242424242")
@@ -301,12 +286,7 @@ async fn replay_switches_over_while_serving_and_equals_a_rebuild() {
     let ann = app.customer().await;
     let bob = app.customer().await;
     for seat in ["A1", "A2", "A3"] {
-        let h: Value = app
-            .hold(&ann, &showtime, &[seat])
-            .await
-            .json()
-            .await
-            .unwrap();
+        let h: Value = app.held(&ann, &showtime, &[seat]).await;
         app.pay(&ann, h["id"].as_str().unwrap(), "4242424242424242")
             .await;
     }
@@ -446,12 +426,7 @@ async fn an_event_stored_in_an_older_version_still_reads_everywhere() {
     let app = spawn_app().await;
     let showtime = app.showtime().await;
     let ann = app.customer().await;
-    let hold: Value = app
-        .hold(&ann, &showtime, &["A1"])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let hold: Value = app.held(&ann, &showtime, &["A1"]).await;
     let reservation = hold["id"].as_str().unwrap();
     app.settle().await;
     // A payment started and failed, written by an older Marquee: PaymentFailed version 1 had

@@ -38,12 +38,7 @@ async fn a_retried_payment_never_charges_twice() {
     let app = spawn_app().await;
     let showtime = app.showtime().await;
     let ann = app.customer().await;
-    let hold: Value = app
-        .hold(&ann, &showtime, &["A1"])
-        .await
-        .json()
-        .await
-        .unwrap();
+    let hold: Value = app.held(&ann, &showtime, &["A1"]).await;
     let pay = || {
         app.client
             .post(app.url("/v1/tickets"))

@@ -22,14 +22,8 @@ async fn a_hold_shows_in_the_seat_map_within_a_second() {
     loop {
         // Read straight away, without waiting for the projections first.
         let map: Value = app
-            .client
-            .get(app.url(&format!("/v1/showtimes/{showtime}/seats")))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+            .get_now(&format!("/v1/showtimes/{showtime}/seats"))
+            .await;
         if seat_status(&map, "B3").0 == "held" {
             break;
         }
@@ -294,25 +288,11 @@ async fn an_event_that_keeps_failing_is_parked_and_its_aggregate_waits_behind_it
     assert!(parked.iter().all(|p| p.1 == poisoned && p.2 == 2));
     // The healthy showtime is served; the parked one waits: the good event behind the bad
     // one is not applied.
-    let healthy_map: Value = app
-        .client
-        .get(app.url(&format!("/v1/showtimes/{healthy}/seats")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let healthy_map: Value = app.get_now(&format!("/v1/showtimes/{healthy}/seats")).await;
     assert_eq!(seat_status(&healthy_map, "A1").0, "held");
     let waiting: Value = app
-        .client
-        .get(app.url(&format!("/v1/showtimes/{poisoned}/seats")))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+        .get_now(&format!("/v1/showtimes/{poisoned}/seats"))
+        .await;
     assert_eq!(seat_status(&waiting, "A1").0, "available");
     let metrics = app
         .client
