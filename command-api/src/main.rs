@@ -120,8 +120,16 @@ async fn main() -> anyhow::Result<()> {
         }
         Command::Replay { projections } => {
             let pool = marquee_api::db::connect_and_migrate(&config.database_url).await?;
-            marquee_api::operator::replay(&pool, &projections, std::io::stderr().is_terminal())
-                .await?;
+            let report =
+                marquee_api::operator::replay(&pool, &projections, std::io::stderr().is_terminal())
+                    .await?;
+            eprintln!(
+                "replayed {}: {} events in {:.2} s ({:.0} events/s), switched over",
+                report.projections.join(", "),
+                report.events,
+                report.seconds,
+                report.events as f64 / report.seconds.max(1e-9)
+            );
             Ok(())
         }
         Command::Migrate => {

@@ -1,6 +1,6 @@
 //! Operator and analyst commands of the `marquee` binary: exporting the event history and
-//! replaying read models. Progress bars go to stderr (only when it is a terminal); results and
-//! summaries never mix with the exported data on stdout.
+//! replaying read models. Progress bars go to stderr (only when it is a terminal); the binary
+//! prints the summaries there too, so they never mix with exported data on stdout.
 
 use crate::history::{self, Filter};
 use anyhow::{bail, Context};
@@ -125,7 +125,7 @@ fn write_csv(out: &mut dyn Write, page: &[Envelope]) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Replays the named projections (all when `names` is empty) and prints a report to stderr.
+/// Replays the named projections (all when `names` is empty) and reports what it did.
 pub async fn replay(
     pool: &PgPool,
     names: &[String],
@@ -151,12 +151,5 @@ pub async fn replay(
         .await
         .context("replay failed; the live read models are unchanged")?;
     progress.finish_and_clear();
-    eprintln!(
-        "replayed {}: {} events in {:.2} s ({:.0} events/s), switched over",
-        report.projections.join(", "),
-        report.events,
-        report.seconds,
-        report.events as f64 / report.seconds.max(1e-9)
-    );
     Ok(report)
 }

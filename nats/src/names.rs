@@ -64,14 +64,19 @@ impl Namespace {
 
     /// The Postgres advisory lock key that elects one relay per namespace.
     pub fn relay_lock_key(&self) -> i64 {
-        // FNV-1a: stable across processes and versions, unlike std's hasher.
-        let mut hash: u64 = 0xcbf29ce484222325;
-        for b in format!("marquee-relay:{}", self.0).bytes() {
-            hash ^= u64::from(b);
-            hash = hash.wrapping_mul(0x100000001b3);
-        }
-        hash as i64
+        lock_key(&format!("marquee-relay:{}", self.0))
     }
+}
+
+/// A Postgres advisory lock key for a name: FNV-1a, stable across processes and versions,
+/// unlike std's hasher.
+pub fn lock_key(name: &str) -> i64 {
+    let mut hash: u64 = 0xcbf29ce484222325;
+    for b in name.bytes() {
+        hash ^= u64::from(b);
+        hash = hash.wrapping_mul(0x100000001b3);
+    }
+    hash as i64
 }
 
 fn token(s: &str) -> String {

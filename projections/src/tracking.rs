@@ -97,13 +97,7 @@ pub struct ProjectionHandler {
 /// The advisory lock a projection's batches hold shared and a replay's switch takes
 /// exclusively.
 pub fn swap_lock_key(projection: &str) -> i64 {
-    // FNV-1a, stable across processes and versions.
-    let mut hash: u64 = 0xcbf29ce484222325;
-    for b in format!("marquee-projection:{projection}").bytes() {
-        hash ^= u64::from(b);
-        hash = hash.wrapping_mul(0x100000001b3);
-    }
-    hash as i64
+    marquee_nats::names::lock_key(&format!("marquee-projection:{projection}"))
 }
 
 #[async_trait]

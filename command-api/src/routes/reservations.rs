@@ -205,10 +205,14 @@ async fn get_one(
     AppPath(id): AppPath<Uuid>,
 ) -> Result<axum::Json<Reservation>, ApiError> {
     let showtime = showtime_of(&state, id, user.id).await?;
-    let s = super::showtimes::state_of(&state, showtime.0).await?;
-    let hold = s.holds.get(&ReservationId(id)).ok_or(ApiError::NotFound)?;
-    let at = s.effective_now(now());
-    Ok(axum::Json(Reservation::from_hold(hold, showtime, at)))
+    let reservation = super::showtimes::read_state(&state, showtime.0, |s| {
+        let at = s.effective_now(now());
+        s.holds
+            .get(&ReservationId(id))
+            .map(|hold| Reservation::from_hold(hold, showtime, at))
+    })
+    .await?;
+    reservation.map(axum::Json).ok_or(ApiError::NotFound)
 }
 
 /// Give up a hold; its seats are free at once. Releasing an expired or released hold is fine.

@@ -268,13 +268,23 @@ async fn create(
 
 /// The committed state of a showtime, or 404.
 pub async fn state_of(state: &AppState, id: Uuid) -> Result<ShowtimeAggregate, ApiError> {
+    read_state(state, id, Clone::clone).await
+}
+
+/// Reads from the committed state of a showtime without copying it (a hot showtime's state
+/// holds every hold and ticket), or 404.
+pub async fn read_state<T>(
+    state: &AppState,
+    id: Uuid,
+    read: impl FnOnce(&ShowtimeAggregate) -> T,
+) -> Result<T, ApiError> {
     let shared = state
         .writers
         .state(ShowtimeId(id))
         .await?
         .ok_or(ApiError::NotFound)?;
-    let snapshot = shared.read().expect("lock poisoned").showtime.clone();
-    Ok(snapshot)
+    let committed = shared.read().expect("lock poisoned");
+    Ok(read(&committed.showtime))
 }
 
 /// A showtime.
@@ -329,10 +339,8 @@ async fn cancel(
         .map_err(write_error)?;
     // Free the screen. Done after the cancellation is recorded and again on every repeated
     // DELETE, so a crash in between is repaired by retrying the request.
-    let theater_id = state_of(&state, id)
+    let theater_id = read_state(&state, id, |s| s.details.as_ref().map(|d| d.theater_id))
         .await?
-        .details
-        .map(|d| d.theater_id)
         .ok_or(ApiError::NotFound)?;
     state
         .store

@@ -7,7 +7,7 @@
 
 use super::dto::MoneyDto;
 use super::reservations::showtime_of;
-use super::showtimes::{state_of, write_error};
+use super::showtimes::{read_state, state_of, write_error};
 use super::{movies, theaters};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, AppJson, AppPath, AppQuery};
@@ -275,8 +275,10 @@ async fn confirm(
             code: ticket_code(),
         })
         .collect::<Vec<_>>();
-    let s = state_of(state, showtime.0).await?;
-    let seats = s.holds.get(&reservation).map_or(0, |h| h.seats.len());
+    let seats = read_state(state, showtime.0, |s| {
+        s.holds.get(&reservation).map_or(0, |h| h.seats.len())
+    })
+    .await?;
     let command = ShowtimeCommand::ConfirmPayment(ConfirmPayment {
         reservation_id: reservation,
         payment_id: payment,

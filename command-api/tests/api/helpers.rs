@@ -116,38 +116,47 @@ async fn remove_old_test_streams(url: &str) {
     .await;
 }
 
+/// Polls `count` every 20 ms until it is zero; panics with `what` after 30 seconds.
+async fn wait_until_zero<F, Fut>(what: &str, count: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = i64>,
+{
+    for _ in 0..1500 {
+        if count().await == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("{what} within 30 seconds");
+}
+
 impl TestApp {
     /// Waits until every read model has applied every stored event (up to 30 s: after a
     /// projector crash its in-flight batch is redelivered only after the ack wait).
     pub async fn settle(&self) {
-        for _ in 0..1500 {
-            let behind = marquee_projections::tracking::unapplied(&self.pool)
+        let pool = &self.pool;
+        wait_until_zero("the read models did not catch up", || async {
+            marquee_projections::tracking::unapplied(pool)
                 .await
-                .unwrap();
-            if behind == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("the read models did not catch up within 30 seconds");
+                .unwrap()
+        })
+        .await;
     }
 
     /// Waits until every stored event is below the history's horizon (no transaction anywhere
     /// in the cluster that began before it is still open), so history pages include it.
     pub async fn wait_for_history(&self) {
-        for _ in 0..1500 {
-            let pending: i64 = sqlx::query_scalar(
+        let pool = &self.pool;
+        wait_until_zero("events stayed above the history horizon", || async {
+            sqlx::query_scalar(
                 "select count(*) from events where tx_id >= pg_snapshot_xmin(pg_current_snapshot())",
             )
-            .fetch_one(&self.pool)
+            .fetch_one(pool)
             .await
-            .unwrap();
-            if pending == 0 {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        panic!("events stayed above the history horizon for 30 seconds");
+            .unwrap()
+        })
+        .await;
     }
 
     pub fn url(&self, path: &str) -> String {
