@@ -91,6 +91,7 @@ async fn engine(
     config.namespace = format!("bench{}", &name[name.len() - 8..]);
     config.hold_for = Duration::from_secs(5);
     config.admin = Some((ADMIN.0.into(), ADMIN.1.into()));
+    config.rate_limits = None; // thousands of customers from one address, on purpose
     config.writer_mode = match design {
         Design::E => WriterMode::Batched,
         Design::N1 => WriterMode::Direct,

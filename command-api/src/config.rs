@@ -33,6 +33,12 @@ pub struct Config {
     /// `MARQUEE_SHOWTIME_WRITER`: `batched` (the default) or `direct`, the stock
     /// load-decide-append-retry path, kept as the benchmark baseline.
     pub writer_mode: crate::writer::WriterMode,
+    /// `MARQUEE_RATE_LIMITS`: the limits on logging in, registering and booking; `None` (the
+    /// setting `off`) turns them off, e.g. for load tests from one address.
+    pub rate_limits: Option<crate::ratelimit::RateLimits>,
+    /// `MARQUEE_PROXY_HOPS`: how many reverse proxies stand in front of the API. 0 (the
+    /// default) means none: `X-Forwarded-For` is ignored and the TCP peer is the client.
+    pub proxy_hops: usize,
 }
 
 fn number(var: &impl Fn(&str) -> Option<String>, name: &str, default: u64) -> anyhow::Result<u64> {
@@ -91,6 +97,11 @@ impl Config {
                     bail!("MARQUEE_SHOWTIME_WRITER must be batched or direct, got {other:?}")
                 }
             },
+            rate_limits: crate::ratelimit::RateLimits::from_setting(
+                var("MARQUEE_RATE_LIMITS").as_deref(),
+            )
+            .context("MARQUEE_RATE_LIMITS")?,
+            proxy_hops: number(&var, "MARQUEE_PROXY_HOPS", 0)? as usize,
         })
     }
 }
@@ -116,6 +127,27 @@ mod tests {
         assert_eq!(c.namespace, "marquee");
         assert_eq!(c.hold_for, Duration::from_secs(420));
         assert!(c.admin.is_none() && c.jwt_secret.is_none());
+        assert_eq!(c.rate_limits, Some(crate::ratelimit::RateLimits::default()));
+        assert_eq!(c.proxy_hops, 0);
+    }
+
+    #[test]
+    fn rate_limits_can_be_turned_off_or_changed() {
+        assert_eq!(
+            config(&[("MARQUEE_RATE_LIMITS", "off")])
+                .unwrap()
+                .rate_limits,
+            None
+        );
+        let c = config(&[("MARQUEE_RATE_LIMITS", "login.account=3/m")]).unwrap();
+        let limits = c.rate_limits.unwrap();
+        assert_eq!(limits.login.account.count, 3);
+        assert_eq!(
+            limits.booking,
+            crate::ratelimit::RateLimits::default().booking
+        );
+        assert!(config(&[("MARQUEE_RATE_LIMITS", "login=lots")]).is_err());
+        assert!(config(&[("MARQUEE_PROXY_HOPS", "one")]).is_err());
     }
 
     #[test]

@@ -10,6 +10,7 @@
 //! - [`payment`]: the payment provider trait and the built-in test card processor.
 //! - [`generate`]: a realistic generated history for analysis and benchmarks.
 //! - [`history`]: reading the event log: pages, as-of states, seat stories.
+//! - [`ratelimit`]: per-address and per-account limits on login, registration and booking.
 //! - [`idempotency`]: `Idempotency-Key` handling for creating POSTs.
 //! - [`error`]: the API's one error type, rendered as problem+json.
 //! - [`routes`]: one module per resource, and the OpenAPI document.
@@ -31,6 +32,7 @@ pub mod idempotency;
 pub mod metrics;
 pub mod operator;
 pub mod payment;
+pub mod ratelimit;
 pub mod routes;
 pub mod startup;
 pub mod state;

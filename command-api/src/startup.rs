@@ -9,12 +9,13 @@ use crate::config::Config;
 use crate::error::{log_internal_errors, method_not_allowed, not_found};
 use crate::event_store::EventStore;
 use crate::payment::TestCardProcessor;
+use crate::ratelimit::{self, Limiters};
 use crate::state::AppState;
 use crate::writer::Writers;
 use crate::{db, idempotency, metrics, routes, timer};
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
-use axum::http::{header, HeaderName, HeaderValue};
+use axum::http::HeaderName;
 use axum::routing::get;
 use axum::Router;
 use marquee_nats::relay::Relay;
@@ -25,7 +26,6 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
-use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa_swagger_ui::SwaggerUi;
@@ -85,13 +85,29 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
 pub fn router(state: AppState) -> Router {
     let (api, openapi) = routes::api().split_for_parts();
     let x_request_id = HeaderName::from_static("x-request-id");
-    api.merge(SwaggerUi::new("/docs").url("/openapi.json", openapi))
+    let docs = routes::with_docs_csp(Router::from(
+        SwaggerUi::new("/docs").url("/openapi.json", openapi),
+    ));
+    let limiters = state.config.rate_limits.as_ref().map(|limits| {
+        Arc::new(Limiters::new(
+            limits,
+            state.config.proxy_hops,
+            state.keys.clone(),
+        ))
+    });
+    let app = api
+        .merge(docs)
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotency,
+        ))
+        // Outside idempotency: a limited request is refused before it touches anything.
+        .layer(axum::middleware::from_fn_with_state(
+            limiters,
+            ratelimit::enforce,
         ))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
         .layer(axum::middleware::from_fn(log_internal_errors))
@@ -100,19 +116,9 @@ pub fn router(state: AppState) -> Router {
             axum::response::IntoResponse::into_response(crate::error::ApiError::Internal(
                 anyhow::anyhow!("a request handler panicked"),
             ))
-        }))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_CONTENT_TYPE_OPTIONS,
-            HeaderValue::from_static("nosniff"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::X_FRAME_OPTIONS,
-            HeaderValue::from_static("DENY"),
-        ))
-        .layer(SetResponseHeaderLayer::overriding(
-            header::REFERRER_POLICY,
-            HeaderValue::from_static("no-referrer"),
-        ))
+        }));
+    // Outside the panic catcher, so even that answer carries them.
+    routes::with_security_headers(app)
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
         .layer(
             TraceLayer::new_for_http()
@@ -164,6 +170,8 @@ pub async fn run(
             let app = router(state);
             tracing::info!(addr = %listener.local_addr()?, "marquee API is serving");
             let stop = shutdown.clone();
+            // The peer address is what rate limits key on (see `ratelimit`).
+            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listener, app)
                 .with_graceful_shutdown(async move { stop.cancelled().await })
                 .await

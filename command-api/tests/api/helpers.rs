@@ -37,6 +37,9 @@ pub fn test_config(database: &str) -> Config {
         payment_latency: Duration::ZERO,
         showtime_queue: 4096,
         writer_mode: marquee_api::writer::WriterMode::Batched,
+        // Tests drive many requests from one address; `security.rs` turns limits on itself.
+        rate_limits: None,
+        proxy_hops: 0,
     }
 }
 
