@@ -497,13 +497,14 @@ mod tests {
 
     #[test]
     fn forwarded_addresses_count_only_behind_trusted_proxies() {
-        let peer = Some(IpAddr::from([10, 0, 0, 1]));
+        let peer_ip = IpAddr::from([10, 0, 0, 1]);
+        let peer = Some(peer_ip);
         let mut headers = HeaderMap::new();
         headers.insert(
             "x-forwarded-for",
             HeaderValue::from_static("6.6.6.6, 203.0.113.7"),
         );
-        assert_eq!(client_address(peer, &headers, 0), peer.unwrap());
+        assert_eq!(client_address(peer, &headers, 0), peer_ip);
         assert_eq!(
             client_address(peer, &headers, 1),
             IpAddr::from([203, 0, 113, 7])
@@ -512,7 +513,7 @@ mod tests {
             client_address(peer, &headers, 2),
             IpAddr::from([6, 6, 6, 6])
         );
-        assert_eq!(client_address(peer, &headers, 3), peer.unwrap());
+        assert_eq!(client_address(peer, &headers, 3), peer_ip);
         assert_eq!(
             client_address(None, &HeaderMap::new(), 1),
             IpAddr::from([0, 0, 0, 0])

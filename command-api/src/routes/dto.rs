@@ -80,6 +80,11 @@ impl Errors {
             self.add(field, format!("must be at most {max} characters"));
         } else if v.chars().any(|c| c.is_control() && c != '\n') {
             self.add(field, "must not contain control characters");
+        } else if v.chars().any(is_deceptive) {
+            self.add(
+                field,
+                "must not contain invisible or text-direction characters",
+            );
         }
     }
 
@@ -100,6 +105,15 @@ impl Errors {
             Err(ApiError::Validation(self.0))
         }
     }
+}
+
+/// Characters that make text read differently from what it is: direction overrides and
+/// isolates (a name shown reversed, an email that looks like another) and invisible ones.
+/// The zero-width joiners stay allowed: scripts and emoji need them.
+fn is_deceptive(c: char) -> bool {
+    matches!(c,
+        '\u{061C}' | '\u{200B}' | '\u{200E}' | '\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}')
 }
 
 /// Most a search radius may be, in kilometres.

@@ -123,6 +123,16 @@ fn check_genres(errors: &mut Errors, genres: Vec<String>) -> Vec<String> {
         .collect()
 }
 
+/// Films are from 1888 on; a date centuries ahead is a typo (and one outside Postgres's date
+/// range would stop the read model).
+fn check_release_date(errors: &mut Errors, date: NaiveDate) -> NaiveDate {
+    use chrono::Datelike;
+    if !(1888..=2200).contains(&date.year()) {
+        errors.add("release_date", "must be a date from 1888 to 2200");
+    }
+    date
+}
+
 /// The changes a PATCH body asks for, checked.
 fn parse_changes(errors: &mut Errors, b: MovieInput) -> MovieChanges {
     MovieChanges {
@@ -131,7 +141,7 @@ fn parse_changes(errors: &mut Errors, b: MovieInput) -> MovieChanges {
         rating: errors.optional_text("rating", b.rating.as_deref(), 20),
         genres: b.genres.map(|g| check_genres(errors, g)),
         language: errors.optional_text("language", b.language.as_deref(), 35),
-        release_date: b.release_date,
+        release_date: b.release_date.map(|d| check_release_date(errors, d)),
         synopsis: errors.optional_text("synopsis", b.synopsis.as_deref(), 5000),
         poster_url: errors.optional_url("poster_url", b.poster_url.as_deref()),
         trailer_url: errors.optional_url("trailer_url", b.trailer_url.as_deref()),

@@ -137,12 +137,19 @@ async fn token(
     State(state): State<AppState>,
     AppJson(body): AppJson<Credentials>,
 ) -> Result<axum::Json<Token>, ApiError> {
-    let row: Option<(Uuid, String, Vec<String>)> = sqlx::query_as(
-        "select id, password_hash, roles from accounts where lower(email) = lower($1)",
-    )
-    .bind(body.email.trim())
-    .fetch_optional(&state.pool)
-    .await?;
+    // An email no account can have (Postgres refuses NUL in text) is just a failed login.
+    let email = body.email.trim();
+    let possible = email.len() <= 254 && !email.contains('\0');
+    let row: Option<(Uuid, String, Vec<String>)> = if possible {
+        sqlx::query_as(
+            "select id, password_hash, roles from accounts where lower(email) = lower($1)",
+        )
+        .bind(email)
+        .fetch_optional(&state.pool)
+        .await?
+    } else {
+        None
+    };
     let password = body.password.chars().take(MAX_PASSWORD).collect();
     let hash = row.as_ref().map(|r| r.1.clone());
     if !verify_password(password, hash).await? {

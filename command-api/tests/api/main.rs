@@ -9,4 +9,5 @@ mod helpers;
 mod history;
 mod idempotency;
 mod read_side;
+mod security;
 mod users;
