@@ -1,12 +1,26 @@
 //! `marquee-bench`: benchmarks that compare designs side by side in one run.
 //!
+//! `marquee-bench hot-showtime` drives the real HTTP API with many customers grabbing seats of
+//! one hot showtime (and of many showtimes, and browsing), against the engine and its
+//! baselines interleaved, and audits every run's history; see [`hot`].
+//!
 //! `marquee-bench replay` generates a history into a fresh database, rebuilds every read model
 //! from it with the bulk path that `marquee replay` uses and with the event-by-event path the
 //! live projectors use, checks that both give the same rows, and prints the times and their
 //! ratio. Then it does the bulk rebuild alone on a larger history. Numbers from one run on one
 //! machine compare with each other; across runs the machine's load differs.
+//!
+//! Modules: [`hot`] (the hot-showtime plan and its tables), [`load`] (the load generator),
+//! [`target`] (starting a design for a run), [`baselines`] (N2 and R behind the same API),
+//! [`fsync`] (the disk's fsync rate), [`chart`] (the SVG), [`browse`] (the read scenario).
 
+mod baselines;
+mod browse;
+mod chart;
+mod fsync;
 mod hot;
+mod load;
+mod target;
 
 use anyhow::{ensure, Context};
 use clap::{Parser, Subcommand};
@@ -31,9 +45,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// One hot showtime of 500 seats: designs interleaved at each client count.
+    /// One hot showtime of 500 seats (and 100 showtimes, and browsing): the engine and its
+    /// baselines interleaved at each setting, every run audited.
     HotShowtime {
-        /// Concurrent customers, comma-separated.
+        /// Concurrent customers on the hot showtime, comma-separated.
         #[arg(long, value_delimiter = ',', default_value = "64,256,1000")]
         clients: Vec<usize>,
         /// Seat choice, comma-separated.
@@ -43,16 +58,36 @@ enum Command {
             value_enum,
             default_value = "uniform,zipf"
         )]
-        seats: Vec<hot::Choice>,
-        /// Designs, comma-separated, in the order they alternate.
-        #[arg(long, value_delimiter = ',', value_enum, default_value = "e,n1")]
-        designs: Vec<hot::Design>,
+        seats: Vec<load::Choice>,
+        /// Designs, comma-separated, in the order they alternate; a pair starts at each E.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            value_enum,
+            default_value = "e,n1,e,n2,e,r"
+        )]
+        designs: Vec<target::Design>,
         /// Seconds of load per run.
-        #[arg(long, default_value_t = 15)]
+        #[arg(long, default_value_t = 10)]
         seconds: u64,
-        /// Rounds over all designs (E, N1, E, N1, ...).
-        #[arg(long, default_value_t = 2)]
+        /// Rounds over all designs at each setting.
+        #[arg(long, default_value_t = 1)]
         rounds: usize,
+        /// Concurrent customers spread over 100 showtimes, comma-separated; 0 skips.
+        #[arg(long, value_delimiter = ',', default_value = "256")]
+        many_clients: Vec<usize>,
+        /// Open-loop arrival rates for the engine, in % of its closed-loop saturation; 0 skips.
+        #[arg(long, value_delimiter = ',', default_value = "50,80,100,120")]
+        open_loads: Vec<u32>,
+        /// Concurrent readers of the browse scenario, comma-separated; 0 skips.
+        #[arg(long, value_delimiter = ',', default_value = "64,256")]
+        browse_clients: Vec<usize>,
+        /// Seconds per pg_test_fsync reading around each pair; 0 skips the readings.
+        #[arg(long, default_value_t = 1)]
+        fsync_seconds: u32,
+        /// Where to write the SVG chart of holds/s and p99 against clients.
+        #[arg(long)]
+        chart: Option<std::path::PathBuf>,
     },
     /// Rebuilding read models: bulk against event by event, then bulk on a large history.
     Replay {
@@ -75,23 +110,26 @@ async fn main() -> anyhow::Result<()> {
             designs,
             seconds,
             rounds,
+            many_clients,
+            open_loads,
+            browse_clients,
+            fsync_seconds,
+            chart,
         } => {
-            println!("{}", hot::HEADER);
-            for &n in &clients {
-                for &choice in &seats {
-                    for _ in 0..rounds {
-                        for &design in &designs {
-                            let outcome = hot::run(&cli.server, design, n, choice, seconds).await?;
-                            println!("{}", outcome.row());
-                            anyhow::ensure!(
-                                outcome.violations == 0,
-                                "double booking in {design:?}"
-                            );
-                        }
-                    }
-                }
-            }
-            Ok(())
+            let nonzero = |v: Vec<usize>| v.into_iter().filter(|&n| n > 0).collect();
+            let plan = hot::Plan {
+                clients,
+                seats,
+                designs,
+                seconds,
+                rounds,
+                many_clients: nonzero(many_clients),
+                open_loads: open_loads.into_iter().filter(|&p| p > 0).collect(),
+                browse_clients: nonzero(browse_clients),
+                fsync_seconds,
+                chart,
+            };
+            hot::run(&cli.server, &plan).await
         }
         Command::Replay {
             compare_events,

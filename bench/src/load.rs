@@ -1,0 +1,280 @@
+//! The load generator: customers holding seats over the real HTTP API, closed or open loop.
+//!
+//! A customer action is: hold 1 or 2 seats of one of the run's showtimes (uniform, or Zipf 1.1
+//! over seats ranked by distance from the centre), then, when the hold succeeded, pay (1%),
+//! release (74%) or walk away (25%: the hold expires, or gives way to the customer's next
+//! one). Latency is that of the hold. Payments are rare so that a 500-seat showtime lasts a
+//! whole run of the fastest design: at 5% the engine sold it out within 10 s, and holds/s
+//! then measured the seat supply instead of the design.
+//!
+//! - Closed loop: each client repeats actions back to back. It finds saturation, but a slow
+//!   server slows the clients down, so its latencies flatter the server.
+//! - Open loop: actions start on a fixed schedule whatever the server does, and each latency is
+//!   measured from the moment the schedule said to send (no coordinated omission).
+
+use hdrhistogram::Histogram;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use reqwest::{Client, StatusCode};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How customers choose seats.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Choice {
+    Uniform,
+    Zipf,
+}
+
+/// Rows and seats per row of every benchmark screen: 500 seats.
+pub const ROWS: usize = 20;
+pub const PER_ROW: usize = 25;
+
+/// Every seat label of a benchmark screen.
+pub fn all_seats() -> Vec<String> {
+    (0..ROWS)
+        .flat_map(|r| {
+            (1..=PER_ROW).map(move |s| format!("{}{s}", marquee_domain::seating::row_name(r)))
+        })
+        .collect()
+}
+
+/// Seats ranked by distance from the best seat (centre, 60% back), nearest first.
+fn seats_by_centre() -> Vec<String> {
+    let mut seats: Vec<(f64, String)> = (0..ROWS)
+        .flat_map(|r| (0..PER_ROW).map(move |s| (r, s)))
+        .map(|(r, s)| {
+            let (dr, ds) = (
+                r as f64 - ROWS as f64 * 0.6,
+                s as f64 - (PER_ROW as f64 - 1.0) / 2.0,
+            );
+            let row = marquee_domain::seating::row_name(r);
+            (dr * dr + ds * ds, format!("{row}{}", s + 1))
+        })
+        .collect();
+    seats.sort_by(|a, b| a.0.total_cmp(&b.0));
+    seats.into_iter().map(|(_, s)| s).collect()
+}
+
+/// Samples seat ranks: uniform, or Zipf with exponent 1.1 (rank 1, the centre, most wanted).
+pub struct Picker {
+    seats: Vec<String>,
+    cdf: Option<Vec<f64>>,
+}
+
+impl Picker {
+    pub fn new(choice: Choice) -> Self {
+        let seats = seats_by_centre();
+        let cdf = (choice == Choice::Zipf).then(|| {
+            let weights: Vec<f64> = (1..=seats.len())
+                .map(|k| 1.0 / (k as f64).powf(1.1))
+                .collect();
+            let total: f64 = weights.iter().sum();
+            weights
+                .iter()
+                .scan(0.0, |acc, w| {
+                    *acc += w / total;
+                    Some(*acc)
+                })
+                .collect()
+        });
+        Self { seats, cdf }
+    }
+
+    fn pick(&self, rng: &mut StdRng) -> &str {
+        let i = match &self.cdf {
+            None => rng.gen_range(0..self.seats.len()),
+            Some(cdf) => {
+                let u: f64 = rng.gen();
+                cdf.partition_point(|c| *c < u).min(self.seats.len() - 1)
+            }
+        };
+        &self.seats[i]
+    }
+
+    /// One or two distinct seats.
+    fn choose(&self, rng: &mut StdRng) -> Vec<String> {
+        let mut seats = vec![self.pick(rng).to_owned()];
+        if rng.gen_bool(0.5) {
+            let other = self.pick(rng).to_owned();
+            if other != seats[0] {
+                seats.push(other);
+            }
+        }
+        seats
+    }
+}
+
+/// What a run's customers saw.
+pub struct Tally {
+    pub holds: u64,
+    pub attempts: u64,
+    pub taken: u64,
+    pub shed: u64,
+    pub errors: u64,
+    /// Hold latency in microseconds.
+    pub latency: Histogram<u64>,
+}
+
+impl Default for Tally {
+    fn default() -> Self {
+        Self {
+            holds: 0,
+            attempts: 0,
+            taken: 0,
+            shed: 0,
+            errors: 0,
+            latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
+        }
+    }
+}
+
+impl Tally {
+    pub fn merge(&mut self, other: Tally) {
+        self.holds += other.holds;
+        self.attempts += other.attempts;
+        self.taken += other.taken;
+        self.shed += other.shed;
+        self.errors += other.errors;
+        // Both histograms have the same bounds, so adding cannot fail.
+        self.latency.add(other.latency).expect("same bounds");
+    }
+
+    /// A latency quantile in milliseconds.
+    pub fn ms(&self, quantile: f64) -> f64 {
+        self.latency.value_at_quantile(quantile) as f64 / 1000.0
+    }
+
+    fn count(&mut self, status: Option<StatusCode>, latency: Duration) {
+        let _ = self.latency.record(latency.as_micros().max(1) as u64);
+        self.attempts += 1;
+        match status {
+            Some(StatusCode::CREATED) => self.holds += 1,
+            Some(StatusCode::CONFLICT) => self.taken += 1,
+            Some(StatusCode::SERVICE_UNAVAILABLE) => self.shed += 1,
+            _ => self.errors += 1,
+        }
+    }
+}
+
+/// What every customer of a run shares.
+#[derive(Clone)]
+pub struct Workload {
+    pub client: Client,
+    pub base: Arc<str>,
+    pub showtimes: Arc<[String]>,
+    pub picker: Arc<Picker>,
+}
+
+impl Workload {
+    /// Holds seats; on success pays, releases or walks away. Returns the hold's status and
+    /// its latency counted from `since`.
+    async fn act(
+        &self,
+        token: &str,
+        rng: &mut StdRng,
+        since: Instant,
+    ) -> (Option<StatusCode>, Duration) {
+        let showtime = &self.showtimes[rng.gen_range(0..self.showtimes.len())];
+        let seats = self.picker.choose(rng);
+        let sent = self
+            .client
+            .post(format!("{}/v1/reservations", self.base))
+            .bearer_auth(token)
+            .json(&json!({"showtime_id": showtime, "seats": seats}))
+            .send()
+            .await;
+        let latency = since.elapsed();
+        let Ok(response) = sent else {
+            return (None, latency);
+        };
+        let status = response.status();
+        if status == StatusCode::CREATED {
+            let hold: Value = response.json().await.unwrap_or_default();
+            let id = hold["id"].as_str().unwrap_or_default();
+            self.follow_up(token, id, rng.gen()).await;
+        }
+        (Some(status), latency)
+    }
+
+    async fn follow_up(&self, token: &str, reservation: &str, roll: f64) {
+        let base = &self.base;
+        if roll < 0.01 {
+            let _ = self
+                .client
+                .post(format!("{base}/v1/tickets"))
+                .bearer_auth(token)
+                .json(&json!({"reservation_id": reservation,
+                              "payment": {"card_number": "4242424242424242"}}))
+                .send()
+                .await;
+        } else if roll < 0.75 {
+            let _ = self
+                .client
+                .delete(format!("{base}/v1/reservations/{reservation}"))
+                .bearer_auth(token)
+                .send()
+                .await;
+        }
+    }
+}
+
+/// Every client acts back to back until `seconds` have passed.
+pub async fn closed_loop(
+    work: &Workload,
+    tokens: &[String],
+    seconds: u64,
+) -> anyhow::Result<Tally> {
+    let until = Instant::now() + Duration::from_secs(seconds);
+    let clients = tokens.iter().enumerate().map(|(i, token)| {
+        let (work, token) = (work.clone(), token.clone());
+        tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(i as u64);
+            let mut tally = Tally::default();
+            while Instant::now() < until {
+                let (status, latency) = work.act(&token, &mut rng, Instant::now()).await;
+                tally.count(status, latency);
+            }
+            tally
+        })
+    });
+    let mut total = Tally::default();
+    for t in futures::future::join_all(clients).await {
+        total.merge(t?);
+    }
+    Ok(total)
+}
+
+/// Starts `rate` actions per second for `seconds`, customers taken in turn, each latency
+/// measured from the action's scheduled start.
+pub async fn open_loop(
+    work: &Workload,
+    tokens: &[String],
+    rate: f64,
+    seconds: u64,
+) -> anyhow::Result<Tally> {
+    let started = tokio::time::Instant::now();
+    let arrivals = (rate * seconds as f64) as u64;
+    let mut running = tokio::task::JoinSet::new();
+    let mut total = Tally::default();
+    for k in 0..arrivals {
+        let due = started + Duration::from_secs_f64(k as f64 / rate);
+        // Timers are coarse (about 1 ms); an action started late still counts from `due`.
+        tokio::time::sleep_until(due).await;
+        let (work, token) = (work.clone(), tokens[k as usize % tokens.len()].clone());
+        running.spawn(async move {
+            let mut rng = StdRng::seed_from_u64(k);
+            work.act(&token, &mut rng, due.into_std()).await
+        });
+        while let Some(done) = running.try_join_next() {
+            let (status, latency) = done?;
+            total.count(status, latency);
+        }
+    }
+    while let Some(done) = running.join_next().await {
+        let (status, latency) = done?;
+        total.count(status, latency);
+    }
+    Ok(total)
+}
