@@ -1,14 +1,16 @@
-//! Rebuilding read models fast: one pass over the log per aggregate type, folding each
-//! aggregate in memory with the domain's own `apply`, then writing every read model of that
-//! type from the folded states in large multi-row inserts.
+//! Rebuilding read models fast: one pass over the log per aggregate type, in aggregate order,
+//! folding each aggregate in memory with the domain's own `apply`. As soon as an aggregate's
+//! last event is folded, its final state goes to every projection's [`BulkWriter`], each in
+//! a task of its own streaming rows with `COPY`; the caller builds the indexes once the rows
+//! are in. Reading and decoding (one task), folding (another) and writing (one task per
+//! projection) overlap, and memory holds a few batches of aggregates, not the whole history.
 //!
 //! The incremental path ([`crate::tracking`]) applies events one at a time with a few
-//! statements each: right for a live stream, far too slow for a million events. Here the
-//! database does one streaming read and a few thousand inserts instead. Both paths must give
-//! the same rows; the tests compare them.
+//! statements each: right for a live stream, far too slow for a million events. Both paths
+//! must give the same rows; the tests compare them.
 
 use crate::projection::{Projection, ProjectionError};
-use crate::{movies, seat_maps, showtimes, theaters, tickets};
+use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use futures::TryStreamExt;
 use marquee_domain::movie::Movie;
@@ -16,11 +18,260 @@ use marquee_domain::showtime::Showtime;
 use marquee_domain::theater::Theater;
 use marquee_domain::upcast::{current_version, upcast};
 use serde::de::DeserializeOwned;
-use sqlx::{PgConnection, PgPool};
-use std::collections::HashMap;
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{PgCopyIn, PgPoolCopyExt};
+use sqlx::{PgPool, Postgres};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use tokio::sync::mpsc;
 
-/// Folded aggregates of one type by id, with the last sequence applied to each.
-pub type Folded<A> = HashMap<String, (A, i64)>;
+/// Writes one projection's rows from aggregates' final states, one aggregate at a time.
+#[async_trait]
+pub trait BulkWriter<A>: Send {
+    /// Writes the rows of one aggregate, in its final state.
+    async fn write(&mut self, state: &A) -> Result<(), sqlx::Error>;
+    /// Writes what is left and ends the writes.
+    async fn finish(self: Box<Self>) -> Result<(), sqlx::Error>;
+}
+
+/// An aggregate type whose events read models are rebuilt from in bulk.
+#[async_trait]
+pub trait Bulk: Aggregate + Sync + 'static {
+    /// The bulk writer of the projection named `projection` into `schema`'s empty tables.
+    async fn writer(
+        pool: &PgPool,
+        projection: &str,
+        schema: &str,
+    ) -> Result<Box<dyn BulkWriter<Self>>, sqlx::Error>;
+}
+
+#[async_trait]
+impl Bulk for Theater {
+    async fn writer(
+        pool: &PgPool,
+        projection: &str,
+        schema: &str,
+    ) -> Result<Box<dyn BulkWriter<Self>>, sqlx::Error> {
+        match projection {
+            "theaters" => Ok(Box::new(crate::theaters::BulkTheaters::new(pool, schema))),
+            other => unreachable!("no bulk writer for {other} from theaters"),
+        }
+    }
+}
+
+#[async_trait]
+impl Bulk for Movie {
+    async fn writer(
+        pool: &PgPool,
+        projection: &str,
+        schema: &str,
+    ) -> Result<Box<dyn BulkWriter<Self>>, sqlx::Error> {
+        match projection {
+            "movies" => Ok(Box::new(crate::movies::BulkMovies::new(pool, schema))),
+            other => unreachable!("no bulk writer for {other} from movies"),
+        }
+    }
+}
+
+#[async_trait]
+impl Bulk for Showtime {
+    async fn writer(
+        pool: &PgPool,
+        projection: &str,
+        schema: &str,
+    ) -> Result<Box<dyn BulkWriter<Self>>, sqlx::Error> {
+        Ok(match projection {
+            "showtimes" => Box::new(crate::showtimes::BulkShowtimes::start(pool, schema).await?),
+            "seat_maps" => Box::new(crate::seat_maps::BulkSeatMaps::start(pool, schema).await?),
+            "tickets" => Box::new(crate::tickets::BulkTickets::start(pool, schema).await?),
+            other => unreachable!("no bulk writer for {other} from showtimes"),
+        })
+    }
+}
+
+/// One aggregate's final state and the last sequence folded into it.
+struct Final<A> {
+    id: String,
+    state: A,
+    sequence: i64,
+}
+
+/// Final states handed to every writer at once.
+type Handoff<A> = Arc<Vec<Final<A>>>;
+
+/// The log is read in parts, side by side: complementary conditions on the aggregate id
+/// (any text compares below or not below "8"; ids are mostly UUIDs, so the halves are even).
+const PARTS: [&str; 2] = ["aggregate_id < '8'", "aggregate_id >= '8'"];
+
+/// Aggregates handed to the writers at a time.
+const HANDOFF: usize = 32;
+/// Events handed from the reading task to the folding one at a time.
+const READ_BATCH: usize = 1024;
+
+/// Rebuilds `targets` (projections of `A`'s events, each with the schema of its fresh, empty
+/// tables) from every event of `A`'s type. Calls `progress` with the events folded so far;
+/// returns their number. Indexes are the caller's to build afterwards.
+pub async fn rebuild_type<A: Bulk>(
+    pool: &PgPool,
+    targets: &[(&dyn Projection, String)],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64, ProjectionError> {
+    let mut senders = Vec::new();
+    let mut writers = Vec::new();
+    for (projection, schema) in targets {
+        let writer = A::writer(pool, projection.name(), schema).await?;
+        let (sender, states) = mpsc::channel(4);
+        senders.push(sender);
+        writers.push(tokio::spawn(drain(
+            writer,
+            states,
+            Progress {
+                pool: pool.clone(),
+                schema: schema.clone(),
+                projection: projection.name(),
+                aggregate_type: projection.aggregate_type(),
+                rows: Vec::new(),
+            },
+        )));
+    }
+    // Each part of the log is read and decoded by a PostgreSQL backend and a task of its own,
+    // so turning `jsonb` into text and decoding it run on every core.
+    let folded_per_part: Vec<AtomicU64> = PARTS.iter().map(|_| AtomicU64::new(0)).collect();
+    let folds = PARTS.iter().enumerate().map(|(i, part)| {
+        let folded_per_part = &folded_per_part;
+        let senders = &senders;
+        async move {
+            let report = |n| {
+                folded_per_part[i].store(n, Ordering::Relaxed);
+                progress(
+                    folded_per_part
+                        .iter()
+                        .map(|c| c.load(Ordering::Relaxed))
+                        .sum(),
+                );
+            };
+            fold::<A>(pool, part, senders, &report).await
+        }
+    });
+    let folded = futures::future::try_join_all(folds)
+        .await
+        .map(|counts| counts.into_iter().sum());
+    drop(senders);
+    // A writer that failed stopped taking states, which stopped the fold: its own error is
+    // the one worth reporting.
+    for writer in writers {
+        writer.await.map_err(task_failed)??;
+    }
+    folded
+}
+
+/// Feeds every final state to `writer`, then writes the progress rows.
+async fn drain<A: Bulk>(
+    mut writer: Box<dyn BulkWriter<A>>,
+    mut states: mpsc::Receiver<Handoff<A>>,
+    mut progress: Progress,
+) -> Result<(), sqlx::Error> {
+    while let Some(batch) = states.recv().await {
+        for f in batch.iter() {
+            writer.write(&f.state).await?;
+            progress.rows.push((f.id.clone(), f.sequence));
+        }
+    }
+    writer.finish().await?;
+    progress.write().await
+}
+
+/// A projection's progress rows: every aggregate at its last sequence.
+struct Progress {
+    pool: PgPool,
+    schema: String,
+    projection: &'static str,
+    aggregate_type: &'static str,
+    rows: Vec<(String, i64)>,
+}
+
+impl Progress {
+    async fn write(self) -> Result<(), sqlx::Error> {
+        let mut copy = CopyRows::start(
+            &self.pool,
+            &self.schema,
+            "projection_progress",
+            "projection, aggregate_type, aggregate_id, last_sequence",
+        )
+        .await?;
+        for (id, sequence) in &self.rows {
+            copy.text(self.projection)
+                .text(self.aggregate_type)
+                .text(id)
+                .plain(sequence);
+            copy.end_row().await?;
+        }
+        copy.finish().await?;
+        Ok(())
+    }
+}
+
+/// One decoded event of an aggregate.
+struct Decoded<E> {
+    aggregate_id: String,
+    sequence: i64,
+    event: E,
+}
+
+/// Streams every event of `A`'s type in aggregate order, decodes it (reading task) and folds
+/// it (this task); hands each aggregate's final state to every writer as soon as its last
+/// event is folded.
+async fn fold<A: Bulk>(
+    pool: &PgPool,
+    part: &'static str,
+    writers: &[mpsc::Sender<Handoff<A>>],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64, ProjectionError> {
+    let (sender, mut batches) = mpsc::channel::<Vec<Decoded<A::Event>>>(16);
+    let reader = tokio::spawn(read::<A::Event>(pool.clone(), A::TYPE, part, sender));
+    let mut current: Option<Final<A>> = None;
+    let mut done = Vec::with_capacity(HANDOFF);
+    let mut read = 0u64;
+    while let Some(batch) = batches.recv().await {
+        for e in batch {
+            if current.as_ref().is_none_or(|c| c.id != e.aggregate_id) {
+                done.extend(current.take());
+                if done.len() >= HANDOFF {
+                    hand_off(writers, std::mem::take(&mut done)).await?;
+                }
+                current = Some(Final {
+                    id: e.aggregate_id,
+                    state: A::default(),
+                    sequence: 0,
+                });
+            }
+            let aggregate = current.as_mut().expect("set above");
+            aggregate.state.apply(e.event);
+            aggregate.sequence = e.sequence;
+            read += 1;
+        }
+        progress(read);
+    }
+    // The reader stops early only on an error: report that one.
+    reader.await.map_err(task_failed)??;
+    done.extend(current);
+    hand_off(writers, done).await?;
+    Ok(read)
+}
+
+async fn hand_off<A>(
+    writers: &[mpsc::Sender<Handoff<A>>],
+    states: Vec<Final<A>>,
+) -> Result<(), ProjectionError> {
+    let states = Arc::new(states);
+    for writer in writers {
+        writer
+            .send(states.clone())
+            .await
+            .map_err(|_| task_failed("a bulk writer stopped"))?;
+    }
+    Ok(())
+}
 
 #[derive(sqlx::FromRow)]
 struct Row {
@@ -31,64 +282,47 @@ struct Row {
     payload: String,
 }
 
-/// Streams every event of `A`'s type in aggregate order and folds each aggregate. Reading
-/// (one task, one connection) and decoding plus folding (this task) overlap. Calls
-/// `progress` with the number of events folded so far.
-pub async fn fold<A>(
-    pool: &PgPool,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<(Folded<A>, u64), ProjectionError>
-where
-    A: Aggregate + 'static,
-{
-    let (sender, mut batches) = tokio::sync::mpsc::channel::<Vec<Row>>(16);
-    let pool = pool.clone();
-    let reader = tokio::spawn(async move {
-        let mut conn = pool.acquire().await?;
-        // In aggregate order (the primary key's), so each aggregate's events arrive together
-        // and in sequence.
-        let mut rows = sqlx::query_as::<_, Row>(
-            "select aggregate_id, sequence, event_type, event_version, payload::text as payload
-             from events where aggregate_type = $1 order by aggregate_id, sequence",
-        )
-        .bind(A::TYPE)
+/// Reads every event of `aggregate_type` in aggregate order (the primary key's, so each
+/// aggregate's events come together and in sequence) and sends them decoded, in batches.
+async fn read<E: DeserializeOwned + Send + 'static>(
+    pool: PgPool,
+    aggregate_type: &'static str,
+    part: &'static str,
+    sender: mpsc::Sender<Vec<Decoded<E>>>,
+) -> Result<(), ProjectionError> {
+    let mut conn = pool.acquire().await?;
+    let sql = format!(
+        "select aggregate_id, sequence, event_type, event_version, payload::text as payload
+         from events where aggregate_type = $1 and {part} order by aggregate_id, sequence"
+    );
+    let mut rows = sqlx::query_as::<_, Row>(&sql)
+        .bind(aggregate_type)
         .fetch(&mut *conn);
-        let mut batch = Vec::with_capacity(READ_BATCH);
-        while let Some(row) = rows.try_next().await? {
-            batch.push(row);
-            if batch.len() == READ_BATCH && sender.send(std::mem::take(&mut batch)).await.is_err() {
-                return Ok(());
-            }
+    let mut batch = Vec::with_capacity(READ_BATCH);
+    while let Some(row) = rows.try_next().await? {
+        let event = decode(&row)?;
+        batch.push(Decoded {
+            aggregate_id: row.aggregate_id,
+            sequence: row.sequence,
+            event,
+        });
+        if batch.len() == READ_BATCH && sender.send(std::mem::take(&mut batch)).await.is_err() {
+            // The folding side stopped; its error is reported there.
+            return Ok(());
         }
-        let _ = sender.send(batch).await;
-        Ok::<(), sqlx::Error>(())
-    });
-    let mut folded: Folded<A> = HashMap::new();
-    let mut read = 0u64;
-    while let Some(batch) = batches.recv().await {
-        for row in batch {
-            let event: A::Event = decode(&row)?;
-            let entry = folded
-                .entry(row.aggregate_id)
-                .or_insert_with(|| (A::default(), 0));
-            entry.0.apply(event);
-            entry.1 = row.sequence;
-            read += 1;
-        }
-        progress(read);
     }
-    reader
-        .await
-        .map_err(|e| ProjectionError::Database(sqlx::Error::Protocol(e.to_string())))??;
-    Ok((folded, read))
+    let _ = sender.send(batch).await;
+    Ok(())
 }
 
-/// Rows handed from the reading task to the folding one at a time.
-const READ_BATCH: usize = 1024;
+fn task_failed(e: impl ToString) -> ProjectionError {
+    ProjectionError::Database(sqlx::Error::Protocol(e.to_string()))
+}
 
-/// Rows in PostgreSQL's `COPY ... FROM STDIN` text format, sent in chunks as they grow.
-pub struct CopyRows<'c> {
-    copy: sqlx::postgres::PgCopyIn<&'c mut PgConnection>,
+/// Rows in PostgreSQL's `COPY ... FROM STDIN` text format on a connection of their own,
+/// sent in chunks as they grow.
+pub struct CopyRows {
+    copy: PgCopyIn<PoolConnection<Postgres>>,
     buf: String,
     first: bool,
 }
@@ -96,15 +330,15 @@ pub struct CopyRows<'c> {
 /// Bytes collected before they are sent.
 const COPY_CHUNK: usize = 1 << 20;
 
-impl<'c> CopyRows<'c> {
-    /// Starts `COPY schema.table (columns) FROM STDIN`.
+impl CopyRows {
+    /// Starts `COPY schema.table (columns) FROM STDIN` on a connection from `pool`.
     pub async fn start(
-        db: &'c mut PgConnection,
+        pool: &PgPool,
         schema: &str,
         table: &str,
         columns: &str,
     ) -> Result<Self, sqlx::Error> {
-        let copy = db
+        let copy = pool
             .copy_in_raw(&format!("copy {schema}.{table} ({columns}) from stdin"))
             .await?;
         Ok(Self {
@@ -207,99 +441,4 @@ fn decode<E: DeserializeOwned>(row: &Row) -> Result<E, ProjectionError> {
         serde_json::from_str(&row.payload).map_err(|e| error(e.to_string()))?;
     upcast(&row.event_type, &row.event_version, &mut value).map_err(|e| error(e.to_string()))?;
     serde_json::from_value(value).map_err(|e| error(e.to_string()))
-}
-
-/// Writes `projection`'s progress rows: every folded aggregate at its last sequence.
-pub async fn write_progress<A>(
-    db: &mut PgConnection,
-    schema: &str,
-    projection: &dyn Projection,
-    folded: &Folded<A>,
-) -> Result<(), sqlx::Error> {
-    let mut rows = CopyRows::start(
-        db,
-        schema,
-        "projection_progress",
-        "projection, aggregate_type, aggregate_id, last_sequence",
-    )
-    .await?;
-    for (id, (_, sequence)) in folded {
-        rows.text(projection.name())
-            .text(projection.aggregate_type())
-            .text(id)
-            .plain(sequence);
-        rows.end_row().await?;
-    }
-    rows.finish().await?;
-    Ok(())
-}
-
-/// The states folded for one aggregate type.
-pub enum States {
-    Theaters(Folded<Theater>),
-    Movies(Folded<Movie>),
-    Showtimes(Folded<Showtime>),
-}
-
-/// Folded states and the number of events they were folded from.
-pub struct FoldedType {
-    pub states: States,
-    pub events: u64,
-}
-
-/// Folds every aggregate of `aggregate_type`.
-pub async fn fold_type(
-    pool: &PgPool,
-    aggregate_type: &str,
-    progress: &(dyn Fn(u64) + Sync),
-) -> Result<FoldedType, ProjectionError> {
-    let (states, events) = match aggregate_type {
-        "Theater" => {
-            let (f, n) = fold(pool, progress).await?;
-            (States::Theaters(f), n)
-        }
-        "Movie" => {
-            let (f, n) = fold(pool, progress).await?;
-            (States::Movies(f), n)
-        }
-        _ => {
-            let (f, n) = fold(pool, progress).await?;
-            (States::Showtimes(f), n)
-        }
-    };
-    Ok(FoldedType { states, events })
-}
-
-/// Writes `projection`'s tables in `schema` (already prepared, empty) from folded states,
-/// with its progress rows.
-pub async fn write(
-    db: &mut PgConnection,
-    schema: &str,
-    projection: &dyn Projection,
-    states: &States,
-) -> Result<(), ProjectionError> {
-    match (projection.name(), states) {
-        ("theaters", States::Theaters(f)) => {
-            theaters::write_all(db, schema, f).await?;
-            write_progress(db, schema, projection, f).await?;
-        }
-        ("movies", States::Movies(f)) => {
-            movies::write_all(db, schema, f).await?;
-            write_progress(db, schema, projection, f).await?;
-        }
-        ("showtimes", States::Showtimes(f)) => {
-            showtimes::write_all(db, schema, f).await?;
-            write_progress(db, schema, projection, f).await?;
-        }
-        ("seat_maps", States::Showtimes(f)) => {
-            seat_maps::write_all(db, schema, f).await?;
-            write_progress(db, schema, projection, f).await?;
-        }
-        ("tickets", States::Showtimes(f)) => {
-            tickets::write_all(db, schema, f).await?;
-            write_progress(db, schema, projection, f).await?;
-        }
-        (name, _) => unreachable!("no bulk writer for {name} from these states"),
-    }
-    Ok(())
 }

@@ -1,6 +1,6 @@
 //! Movies, and the movies playing near a point with their upcoming showtimes.
 
-use crate::bulk::Folded;
+use crate::bulk::BulkWriter;
 use crate::projection::{decode, Projection, ProjectionError};
 use crate::theaters::{contains_pattern, push_distance, push_near_filter, Near};
 use async_trait::async_trait;
@@ -57,36 +57,55 @@ impl Projection for Movies {
     }
 }
 
-/// Writes every movie from folded states into `schema.movies_view` (bulk rebuilds).
-pub async fn write_all(
-    db: &mut PgConnection,
-    schema: &str,
-    folded: &Folded<Movie>,
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<(Uuid, &MovieDetails)> = folded
-        .values()
-        .filter_map(|(m, _)| Some((m.id?.0, m.details.as_ref()?)))
-        .collect();
-    for chunk in rows.chunks(5_000) {
-        let mut b = QueryBuilder::new(format!(
-            "insert into {schema}.movies_view (id, title, runtime_minutes, rating, genres, language,
-                                               release_date, synopsis, poster_url, trailer_url) "
-        ));
-        b.push_values(chunk, |mut r, (id, d)| {
-            r.push_bind(*id)
-                .push_bind(d.title.clone())
-                .push_bind(d.runtime_minutes as i32)
-                .push_bind(d.rating.clone())
-                .push_bind(d.genres.clone())
-                .push_bind(d.language.clone())
-                .push_bind(d.release_date)
-                .push_bind(d.synopsis.clone())
-                .push_bind(d.poster_url.clone())
-                .push_bind(d.trailer_url.clone());
-        });
-        b.build().execute(&mut *db).await?;
+/// Bulk rebuilds: gathers the movies (thousands at most) and inserts them at the end.
+pub struct BulkMovies {
+    pool: PgPool,
+    schema: String,
+    movies: Vec<(Uuid, MovieDetails)>,
+}
+
+impl BulkMovies {
+    pub fn new(pool: &PgPool, schema: &str) -> Self {
+        Self {
+            pool: pool.clone(),
+            schema: schema.to_owned(),
+            movies: Vec::new(),
+        }
     }
-    Ok(())
+}
+
+#[async_trait]
+impl BulkWriter<Movie> for BulkMovies {
+    async fn write(&mut self, state: &Movie) -> Result<(), sqlx::Error> {
+        if let (Some(id), Some(d)) = (state.id, &state.details) {
+            self.movies.push((id.0, d.clone()));
+        }
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(), sqlx::Error> {
+        for chunk in self.movies.chunks(5_000) {
+            let mut b = QueryBuilder::new(format!(
+                "insert into {}.movies_view (id, title, runtime_minutes, rating, genres, language,
+                                             release_date, synopsis, poster_url, trailer_url) ",
+                self.schema
+            ));
+            b.push_values(chunk, |mut r, (id, d)| {
+                r.push_bind(*id)
+                    .push_bind(d.title.clone())
+                    .push_bind(d.runtime_minutes as i32)
+                    .push_bind(d.rating.clone())
+                    .push_bind(d.genres.clone())
+                    .push_bind(d.language.clone())
+                    .push_bind(d.release_date)
+                    .push_bind(d.synopsis.clone())
+                    .push_bind(d.poster_url.clone())
+                    .push_bind(d.trailer_url.clone());
+            });
+            b.build().execute(&self.pool).await?;
+        }
+        Ok(())
+    }
 }
 
 async fn insert(db: &mut PgConnection, id: Uuid, d: MovieDetails) -> Result<(), sqlx::Error> {

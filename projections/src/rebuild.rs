@@ -11,6 +11,9 @@ use crate::bulk;
 use crate::projection::{Projection, ProjectionError};
 use crate::tracking::{apply_tracked, swap_lock_key};
 use futures::TryStreamExt;
+use marquee_domain::movie::Movie;
+use marquee_domain::showtime::Showtime;
+use marquee_domain::theater::Theater;
 use marquee_nats::envelope::COLUMNS;
 use marquee_nats::Envelope;
 use sqlx::{PgConnection, PgPool};
@@ -64,6 +67,20 @@ async fn create_copies(
     projection: &dyn Projection,
     schema: &str,
 ) -> Result<(), sqlx::Error> {
+    create_schema(db, projection, schema).await?;
+    for table in bookkept(projection) {
+        add_indexes(db, table, schema).await?;
+    }
+    Ok(())
+}
+
+/// (Re)creates `schema` with bare copies (no indexes yet) of the projection's tables and of
+/// the bookkeeping tables.
+async fn create_schema(
+    db: &mut PgConnection,
+    projection: &dyn Projection,
+    schema: &str,
+) -> Result<(), sqlx::Error> {
     sqlx::query(&format!("drop schema if exists {schema} cascade"))
         .execute(&mut *db)
         .await?;
@@ -71,16 +88,9 @@ async fn create_copies(
         .execute(&mut *db)
         .await?;
     for table in bookkept(projection) {
-        copy_table(db, table, schema).await?;
+        create_bare(db, table, schema).await?;
     }
     Ok(())
-}
-
-/// Creates `schema.table` like `public.table`, indexes and primary key under the same names
-/// (names are per schema), so that once moved to public it is indistinguishable.
-async fn copy_table(db: &mut PgConnection, table: &str, schema: &str) -> Result<(), sqlx::Error> {
-    create_bare(db, table, schema).await?;
-    add_indexes(db, table, schema).await
 }
 
 /// `schema.table` with the columns of `public.table`, without indexes.
@@ -206,8 +216,10 @@ pub async fn events_to_replay(
 }
 
 /// Builds `projections` with the bulk path ([`crate::bulk`]) into schemas named by
-/// `schema_of`, without switching anything. Events of each aggregate type are read and
-/// folded once for all projections of that type. Returns the events read.
+/// `schema_of`, without switching anything: bare tables first, the rows, then the indexes.
+/// Events of each aggregate type are read and folded once for all projections of that type.
+/// Returns the events read. A failed build leaves its schemas behind; the next one drops
+/// them.
 pub async fn bulk_rebuild_into(
     pool: &PgPool,
     projections: &[&dyn Projection],
@@ -219,19 +231,43 @@ pub async fn bulk_rebuild_into(
     types.dedup();
     let mut read = 0;
     for aggregate_type in types {
-        let before = read;
-        let folded = bulk::fold_type(pool, aggregate_type, &|n| progress(before + n)).await?;
-        read += folded.events;
-        let mut tx = pool.begin().await?;
-        for p in projections
+        let targets: Vec<(&dyn Projection, String)> = projections
             .iter()
             .filter(|p| p.aggregate_type() == aggregate_type)
-        {
-            let schema = schema_of(p.name());
-            create_copies(&mut tx, *p, &schema).await?;
-            bulk::write(&mut tx, &schema, *p, &folded.states).await?;
+            .map(|p| (*p, schema_of(p.name())))
+            .collect();
+        let mut db = pool.acquire().await?;
+        for (projection, schema) in &targets {
+            create_schema(&mut db, *projection, schema).await?;
         }
-        tx.commit().await?;
+        drop(db);
+        let before = read;
+        let progress = |n| progress(before + n);
+        let started = Instant::now();
+        let events = match aggregate_type {
+            "Theater" => bulk::rebuild_type::<Theater>(pool, &targets, &progress).await?,
+            "Movie" => bulk::rebuild_type::<Movie>(pool, &targets, &progress).await?,
+            _ => bulk::rebuild_type::<Showtime>(pool, &targets, &progress).await?,
+        };
+        read += events;
+        let written = started.elapsed();
+        // One connection per table: the large indexes build side by side.
+        let indexing = targets.iter().flat_map(|(projection, schema)| {
+            bookkept(*projection)
+                .into_iter()
+                .map(move |table| async move {
+                    let mut db = pool.acquire().await?;
+                    add_indexes(&mut db, table, schema).await
+                })
+        });
+        futures::future::try_join_all(indexing).await?;
+        tracing::info!(
+            aggregate_type,
+            events,
+            written_seconds = written.as_secs_f64(),
+            indexed_seconds = (started.elapsed() - written).as_secs_f64(),
+            "rebuilt the read models of one aggregate type"
+        );
     }
     Ok(read)
 }
@@ -255,7 +291,13 @@ pub async fn replay(
     let schema_of = |name: &str| format!("replay_{name}");
     let mut events = bulk_rebuild_into(pool, projections, &schema_of, progress).await?;
     for p in projections {
+        let started = Instant::now();
         events += switch(pool, *p, &schema_of(p.name()), &horizon).await?;
+        tracing::info!(
+            projection = p.name(),
+            seconds = started.elapsed().as_secs_f64(),
+            "switched to the rebuilt read model"
+        );
     }
     Ok(Report {
         projections: projections.iter().map(|p| p.name()).collect(),

@@ -4,16 +4,17 @@
 //! while `held_until` is in the future, available otherwise. A hold therefore shows its seats
 //! available from the instant it expires, before `HoldExpired` is recorded.
 
-use crate::bulk::{CopyRows, Folded};
+use crate::bulk::{BulkWriter, CopyRows};
 use crate::projection::money_json;
 use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use marquee_domain::seating::{Row, Seat, SeatLayout};
+use marquee_domain::seating::{Row, Seat, SeatKind, SeatLayout};
 use marquee_domain::showtime::{Showtime, ShowtimeDetails, ShowtimeEvent};
 use marquee_nats::Envelope;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, QueryBuilder};
+use std::collections::BTreeMap;
 use uuid::Uuid;
 
 pub struct SeatMaps;
@@ -156,93 +157,85 @@ async fn insert_seats(
     Ok(())
 }
 
-/// Writes every seat and open hold from folded states into `schema.seats_view` and
-/// `schema.holds_view` (bulk rebuilds).
-pub async fn write_all(
-    db: &mut PgConnection,
-    schema: &str,
-    folded: &Folded<Showtime>,
-) -> Result<(), sqlx::Error> {
-    let mut seats = Vec::new();
-    let mut holds = Vec::new();
-    for (state, _) in folded.values() {
+/// Bulk rebuilds: streams every seat of every showtime into `seats_view`, and gathers the
+/// holds still open (a few per showtime) for `holds_view` at the end.
+pub struct BulkSeatMaps {
+    pool: PgPool,
+    schema: String,
+    seats: CopyRows,
+    holds: Vec<(Uuid, Uuid, DateTime<Utc>)>,
+}
+
+impl BulkSeatMaps {
+    pub async fn start(pool: &PgPool, schema: &str) -> Result<Self, sqlx::Error> {
+        let seats = CopyRows::start(
+            pool,
+            schema,
+            "seats_view",
+            "showtime_id, seat, row_name, row_index, seat_index, column_index, kind, price, \
+             reservation_id, customer_id, held_until, ticket_id",
+        )
+        .await?;
+        Ok(Self {
+            pool: pool.clone(),
+            schema: schema.to_owned(),
+            seats,
+            holds: Vec::new(),
+        })
+    }
+}
+
+#[async_trait]
+impl BulkWriter<Showtime> for BulkSeatMaps {
+    async fn write(&mut self, state: &Showtime) -> Result<(), sqlx::Error> {
         let (Some(id), Some(d)) = (state.id, state.details.as_ref()) else {
-            continue;
+            return Ok(());
         };
+        let prices: BTreeMap<SeatKind, String> = d
+            .prices
+            .iter()
+            .map(|(kind, m)| (*kind, money_json(m).to_string()))
+            .collect();
         for (row_index, row) in state.layout().rows.iter().enumerate() {
             for (seat_index, seat) in row.seats.iter().enumerate() {
                 let holder = state.holder_of(&seat.label);
-                seats.push(BulkSeat {
-                    showtime: id.0,
-                    seat: seat.label.to_string(),
-                    row_name: row.name.clone(),
-                    row_index: row_index as i32,
-                    seat_index: seat_index as i32,
-                    column: seat.column as i32,
-                    kind: seat.kind.as_str(),
-                    price: d.prices.get(&seat.kind).map_or(Value::Null, money_json),
-                    reservation: holder.map(|h| h.id.0),
-                    customer: holder.map(|h| h.customer_id.0),
-                    held_until: holder.and_then(|h| h.deadline()),
-                    ticket: state.ticket_of(&seat.label).map(|t| t.id.0),
-                });
+                self.seats
+                    .plain(id.0)
+                    .text(seat.label.as_str())
+                    .text(&row.name)
+                    .plain(row_index)
+                    .plain(seat_index)
+                    .plain(seat.column)
+                    .text(seat.kind.as_str())
+                    .text(prices.get(&seat.kind).map_or("null", String::as_str))
+                    .uuid(holder.map(|h| h.id.0))
+                    .uuid(holder.map(|h| h.customer_id.0))
+                    .time(holder.and_then(|h| h.deadline()))
+                    .uuid(state.ticket_of(&seat.label).map(|t| t.id.0));
+                self.seats.end_row().await?;
             }
         }
-        holds.extend(state.open_holds().map(|h| (h.id.0, id.0, h.expires_at)));
+        self.holds
+            .extend(state.open_holds().map(|h| (h.id.0, id.0, h.expires_at)));
+        Ok(())
     }
-    let mut rows = CopyRows::start(
-        db,
-        schema,
-        "seats_view",
-        "showtime_id, seat, row_name, row_index, seat_index, column_index, kind, price, \
-         reservation_id, customer_id, held_until, ticket_id",
-    )
-    .await?;
-    for s in &seats {
-        rows.plain(s.showtime)
-            .text(&s.seat)
-            .text(&s.row_name)
-            .plain(s.row_index)
-            .plain(s.seat_index)
-            .plain(s.column)
-            .text(s.kind)
-            .json(&s.price)
-            .uuid(s.reservation)
-            .uuid(s.customer)
-            .time(s.held_until)
-            .uuid(s.ticket);
-        rows.end_row().await?;
-    }
-    rows.finish().await?;
-    let mut rows = CopyRows::start(
-        db,
-        schema,
-        "holds_view",
-        "reservation_id, showtime_id, expires_at",
-    )
-    .await?;
-    for (reservation, showtime, expires) in &holds {
-        rows.plain(reservation).plain(showtime).time(Some(*expires));
-        rows.end_row().await?;
-    }
-    rows.finish().await?;
-    Ok(())
-}
 
-/// One seat row, as a bulk rebuild writes it.
-struct BulkSeat {
-    showtime: Uuid,
-    seat: String,
-    row_name: String,
-    row_index: i32,
-    seat_index: i32,
-    column: i32,
-    kind: &'static str,
-    price: Value,
-    reservation: Option<Uuid>,
-    customer: Option<Uuid>,
-    held_until: Option<DateTime<Utc>>,
-    ticket: Option<Uuid>,
+    async fn finish(self: Box<Self>) -> Result<(), sqlx::Error> {
+        self.seats.finish().await?;
+        let mut rows = CopyRows::start(
+            &self.pool,
+            &self.schema,
+            "holds_view",
+            "reservation_id, showtime_id, expires_at",
+        )
+        .await?;
+        for (reservation, showtime, expires) in &self.holds {
+            rows.plain(reservation).plain(showtime).time(Some(*expires));
+            rows.end_row().await?;
+        }
+        rows.finish().await?;
+        Ok(())
+    }
 }
 
 /// Clears a closed hold from its seats (those another hold has since taken keep theirs).

@@ -1,6 +1,6 @@
 //! Showtimes, listed by movie, theater and date.
 
-use crate::bulk::Folded;
+use crate::bulk::{BulkWriter, CopyRows};
 use crate::projection::money_json;
 use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
@@ -75,38 +75,53 @@ fn prices_json(d: &ShowtimeDetails) -> Value {
         .into()
 }
 
-/// Writes every showtime from folded states into `schema.showtimes_view` (bulk rebuilds).
-pub async fn write_all(
-    db: &mut PgConnection,
-    schema: &str,
-    folded: &Folded<Showtime>,
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<&Showtime> = folded
-        .values()
-        .map(|(s, _)| s)
-        .filter(|s| s.exists())
-        .collect();
-    for chunk in rows.chunks(5_000) {
-        let mut b = QueryBuilder::new(format!(
-            "insert into {schema}.showtimes_view (id, movie_id, theater_id, screen_id, starts_at,
-                                                  ends_at, format, prices, cancelled, capacity) "
-        ));
-        b.push_values(chunk, |mut r, s| {
-            let d = s.details.as_ref().expect("scheduled");
-            r.push_bind(s.id.expect("scheduled").0)
-                .push_bind(d.movie_id.0)
-                .push_bind(d.theater_id.0)
-                .push_bind(d.screen_id.0)
-                .push_bind(d.starts_at)
-                .push_bind(d.ends_at)
-                .push_bind(d.format.clone())
-                .push_bind(prices_json(d))
-                .push_bind(s.cancelled_at.is_some())
-                .push_bind(s.layout().capacity() as i32);
-        });
-        b.build().execute(&mut *db).await?;
+/// Bulk rebuilds: streams one row per scheduled showtime into `showtimes_view`.
+pub struct BulkShowtimes {
+    rows: CopyRows,
+}
+
+impl BulkShowtimes {
+    pub async fn start(pool: &PgPool, schema: &str) -> Result<Self, sqlx::Error> {
+        let rows = CopyRows::start(
+            pool,
+            schema,
+            "showtimes_view",
+            "id, movie_id, theater_id, screen_id, starts_at, ends_at, format, prices, cancelled, \
+             capacity",
+        )
+        .await?;
+        Ok(Self { rows })
     }
-    Ok(())
+}
+
+#[async_trait]
+impl BulkWriter<Showtime> for BulkShowtimes {
+    async fn write(&mut self, s: &Showtime) -> Result<(), sqlx::Error> {
+        let (Some(id), Some(d)) = (s.id, &s.details) else {
+            return Ok(());
+        };
+        self.rows
+            .plain(id.0)
+            .plain(d.movie_id.0)
+            .plain(d.theater_id.0)
+            .plain(d.screen_id.0)
+            .time(Some(d.starts_at))
+            .time(Some(d.ends_at));
+        match &d.format {
+            Some(format) => self.rows.text(format),
+            None => self.rows.null(),
+        };
+        self.rows
+            .json(&prices_json(d))
+            .plain(s.cancelled_at.is_some())
+            .plain(s.layout().capacity());
+        self.rows.end_row().await
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(), sqlx::Error> {
+        self.rows.finish().await?;
+        Ok(())
+    }
 }
 
 /// A showtime as served.

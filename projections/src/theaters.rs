@@ -3,7 +3,7 @@
 //! "Near" uses earthdistance over cube: `ll_to_earth(lat, lon)` is indexed with GiST and
 //! `earth_box` narrows candidates through that index before the exact `earth_distance` check.
 
-use crate::bulk::Folded;
+use crate::bulk::BulkWriter;
 use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
 use marquee_domain::seating::SeatLayout;
@@ -70,35 +70,54 @@ fn screens_json(screens: &[Screen]) -> Value {
         .collect()
 }
 
-/// Writes every theater from folded states into `schema.theaters_view` (bulk rebuilds).
-pub async fn write_all(
-    db: &mut PgConnection,
-    schema: &str,
-    folded: &Folded<Theater>,
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<&Theater> = folded
-        .values()
-        .map(|(t, _)| t)
-        .filter(|t| t.exists())
-        .collect();
-    for chunk in rows.chunks(5_000) {
-        let mut b = QueryBuilder::new(format!(
-            "insert into {schema}.theaters_view (id, name, address, city, lat, lon, timezone, screens) "
-        ));
-        b.push_values(chunk, |mut r, t| {
-            let d = t.details.as_ref().expect("added");
-            r.push_bind(t.id.expect("added").0)
-                .push_bind(d.name.clone())
-                .push_bind(d.address.clone())
-                .push_bind(d.city.clone())
-                .push_bind(d.location.lat)
-                .push_bind(d.location.lon)
-                .push_bind(d.timezone.clone())
-                .push_bind(screens_json(&t.screens));
-        });
-        b.build().execute(&mut *db).await?;
+/// Bulk rebuilds: gathers the theaters (a chain has hundreds, not millions) and inserts them
+/// at the end.
+pub struct BulkTheaters {
+    pool: PgPool,
+    schema: String,
+    theaters: Vec<Theater>,
+}
+
+impl BulkTheaters {
+    pub fn new(pool: &PgPool, schema: &str) -> Self {
+        Self {
+            pool: pool.clone(),
+            schema: schema.to_owned(),
+            theaters: Vec::new(),
+        }
     }
-    Ok(())
+}
+
+#[async_trait]
+impl BulkWriter<Theater> for BulkTheaters {
+    async fn write(&mut self, state: &Theater) -> Result<(), sqlx::Error> {
+        if state.exists() {
+            self.theaters.push(state.clone());
+        }
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(), sqlx::Error> {
+        for chunk in self.theaters.chunks(5_000) {
+            let mut b = QueryBuilder::new(format!(
+                "insert into {}.theaters_view (id, name, address, city, lat, lon, timezone, screens) ",
+                self.schema
+            ));
+            b.push_values(chunk, |mut r, t| {
+                let d = t.details.as_ref().expect("added");
+                r.push_bind(t.id.expect("added").0)
+                    .push_bind(d.name.clone())
+                    .push_bind(d.address.clone())
+                    .push_bind(d.city.clone())
+                    .push_bind(d.location.lat)
+                    .push_bind(d.location.lon)
+                    .push_bind(d.timezone.clone())
+                    .push_bind(screens_json(&t.screens));
+            });
+            b.build().execute(&self.pool).await?;
+        }
+        Ok(())
+    }
 }
 
 async fn update(db: &mut PgConnection, id: &str, c: TheaterChanges) -> Result<(), sqlx::Error> {

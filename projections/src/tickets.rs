@@ -1,11 +1,11 @@
 //! Each customer's tickets, with their status (refunds included).
 
-use crate::bulk::{CopyRows, Folded};
+use crate::bulk::{BulkWriter, CopyRows};
 use crate::projection::money_json;
 use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
-use marquee_domain::showtime::{Showtime, ShowtimeEvent, Ticket, TicketStatus};
+use marquee_domain::showtime::{Showtime, ShowtimeEvent, TicketStatus};
 use marquee_nats::Envelope;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
@@ -60,41 +60,54 @@ impl Projection for Tickets {
     }
 }
 
-/// Writes every ticket from folded states into `schema.tickets_view` (bulk rebuilds).
-pub async fn write_all(
-    db: &mut PgConnection,
-    schema: &str,
-    folded: &Folded<Showtime>,
-) -> Result<(), sqlx::Error> {
-    let rows: Vec<(Uuid, &Ticket)> = folded
-        .values()
-        .filter_map(|(s, _)| Some((s.id?.0, s)))
-        .flat_map(|(id, s)| s.tickets.values().map(move |t| (id, t)))
-        .collect();
-    let mut copy = CopyRows::start(
-        db,
-        schema,
-        "tickets_view",
-        "ticket_id, customer_id, reservation_id, showtime_id, seat, price, code, status, issued_at",
-    )
-    .await?;
-    for (showtime, t) in rows {
-        copy.plain(t.id)
-            .plain(t.customer_id)
-            .plain(t.reservation_id)
-            .plain(showtime)
-            .text(t.seat.as_str())
-            .json(&money_json(&t.price))
-            .text(&t.code)
-            .text(match t.status {
-                TicketStatus::Valid => "valid",
-                TicketStatus::Refunded => "refunded",
-            })
-            .time(Some(t.issued_at));
-        copy.end_row().await?;
+/// Bulk rebuilds: streams every ticket of every showtime into `tickets_view`.
+pub struct BulkTickets {
+    rows: CopyRows,
+}
+
+impl BulkTickets {
+    pub async fn start(pool: &PgPool, schema: &str) -> Result<Self, sqlx::Error> {
+        let rows = CopyRows::start(
+            pool,
+            schema,
+            "tickets_view",
+            "ticket_id, customer_id, reservation_id, showtime_id, seat, price, code, status, \
+             issued_at",
+        )
+        .await?;
+        Ok(Self { rows })
     }
-    copy.finish().await?;
-    Ok(())
+}
+
+#[async_trait]
+impl BulkWriter<Showtime> for BulkTickets {
+    async fn write(&mut self, s: &Showtime) -> Result<(), sqlx::Error> {
+        let Some(showtime) = s.id else {
+            return Ok(());
+        };
+        for t in s.tickets.values() {
+            self.rows
+                .plain(t.id)
+                .plain(t.customer_id)
+                .plain(t.reservation_id)
+                .plain(showtime)
+                .text(t.seat.as_str())
+                .json(&money_json(&t.price))
+                .text(&t.code)
+                .text(match t.status {
+                    TicketStatus::Valid => "valid",
+                    TicketStatus::Refunded => "refunded",
+                })
+                .time(Some(t.issued_at));
+            self.rows.end_row().await?;
+        }
+        Ok(())
+    }
+
+    async fn finish(self: Box<Self>) -> Result<(), sqlx::Error> {
+        self.rows.finish().await?;
+        Ok(())
+    }
 }
 
 /// A ticket as served, with what is printed on it.
