@@ -28,6 +28,9 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// `MARQUEE_PAYMENT_LATENCY_MS`: how long the built-in test card processor takes.
     pub payment_latency: Duration,
+    /// `MARQUEE_PAYMENT_TIMEOUT_MS`: how long a charge may take before its outcome counts as
+    /// unknown; the reconciler settles such payments by asking the processor.
+    pub payment_timeout: Duration,
     /// `MARQUEE_SHOWTIME_QUEUE`: commands one showtime may have waiting before the API sheds.
     pub showtime_queue: usize,
     /// `MARQUEE_SHOWTIME_WRITER`: `batched` (the default) or `direct`, the stock
@@ -89,6 +92,11 @@ impl Config {
             admin,
             jwt_secret,
             payment_latency: Duration::from_millis(number(&var, "MARQUEE_PAYMENT_LATENCY_MS", 0)?),
+            payment_timeout: Duration::from_millis(number(
+                &var,
+                "MARQUEE_PAYMENT_TIMEOUT_MS",
+                30_000,
+            )?),
             showtime_queue: number(&var, "MARQUEE_SHOWTIME_QUEUE", 4096)?.max(1) as usize,
             writer_mode: match var("MARQUEE_SHOWTIME_WRITER").as_deref() {
                 None | Some("batched") => crate::writer::WriterMode::Batched,

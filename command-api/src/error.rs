@@ -71,6 +71,10 @@ pub enum ApiError {
     Overloaded(String, u64),
     #[error("a service Marquee depends on is unavailable")]
     Unavailable(String),
+    /// The card processor did not answer in time: the card may have been charged. The
+    /// payment stays in progress until reconciled, at the latest after this long.
+    #[error("the payment's outcome is not known yet")]
+    PaymentPending(std::time::Duration),
     #[error("internal error")]
     Internal(#[from] anyhow::Error),
 }
@@ -102,7 +106,7 @@ impl ApiError {
             Validation(_) | ShowtimeClosed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
-            Overloaded(..) | Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Overloaded(..) | Unavailable(_) | PaymentPending(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 
@@ -128,6 +132,7 @@ impl ApiError {
             RateLimited(_) => "rate-limited",
             Overloaded(..) => "overloaded",
             Unavailable(_) => "service-unavailable",
+            PaymentPending(_) => "payment-pending",
             Internal(_) => "internal",
         }
     }
@@ -153,6 +158,7 @@ impl ApiError {
             RateLimited(_) => "Rate limited",
             Overloaded(..) => "Overloaded",
             Unavailable(_) => "Service unavailable",
+            PaymentPending(_) => "Payment pending",
             Internal(_) => "Internal error",
         }
     }
@@ -163,6 +169,13 @@ impl ApiError {
             // Never echo internal text: it can hold SQL, hostnames or worse.
             Internal(_) => "something went wrong on our side; it has been logged".into(),
             Unavailable(_) => "a service Marquee depends on is unavailable; retry shortly".into(),
+            PaymentPending(within) => format!(
+                "the card processor did not answer in time, so the card may have been charged; \
+                 the reservation stays `paying` until Marquee has asked the processor (within \
+                 {} s), then shows `confirmed` with tickets, or `held` again if nothing was \
+                 charged; a charge for a hold that ran out is refunded",
+                within.as_secs()
+            ),
             SeatsUnavailable(seats) => format!("already held or sold: {}", seats.join(", ")),
             ScreenBusy(d) => d.clone(),
             Validation(errors) if errors.len() == 1 => {
@@ -187,6 +200,7 @@ impl ApiError {
         match self {
             Self::RateLimited(s) | Self::Overloaded(_, s) => Some(*s),
             Self::Unavailable(_) => Some(1),
+            Self::PaymentPending(within) => Some(within.as_secs().max(1)),
             _ => None,
         }
     }

@@ -22,6 +22,7 @@
 
 pub mod auth;
 pub mod booking_index;
+pub mod check;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod operator;
 pub mod payment;
 pub mod ratelimit;
+pub mod reconcile;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -55,6 +55,20 @@ enum Command {
         /// all).
         projections: Vec<String>,
     },
+    /// Replay the whole event log and check Marquee's promises: no seat in two live holds or
+    /// sold twice, every ticket paid once, every charge ticketed or refunded, every refund
+    /// matching a payment, read models equal to a rebuild. Exits with status 1 on any
+    /// violation. Run it while no one books, or read-model differences may be events in
+    /// transit.
+    Check {
+        /// Seconds to wait for the projectors to catch up before comparing the read models
+        /// with a rebuild.
+        #[arg(long, default_value_t = 30)]
+        wait: u64,
+        /// Do not compare the read models (e.g. no projector runs on this database).
+        #[arg(long)]
+        skip_read_models: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -130,6 +144,41 @@ async fn main() -> anyhow::Result<()> {
                 report.seconds,
                 report.events as f64 / report.seconds.max(1e-9)
             );
+            Ok(())
+        }
+        Command::Check {
+            wait,
+            skip_read_models,
+        } => {
+            let pool = marquee_api::db::connect_and_migrate(&config.database_url).await?;
+            let wait = (!skip_read_models).then(|| std::time::Duration::from_secs(wait));
+            let findings =
+                marquee_api::operator::check(&pool, wait, std::io::stderr().is_terminal()).await?;
+            for v in &findings.violations {
+                println!("VIOLATION {v}");
+            }
+            eprintln!(
+                "checked {} events of {} showtimes in {:.1} s: {} payments, {} tickets, {} \
+                 payments being reconciled, {} refunds due, {} payments the processor has no \
+                 record of, read models {}; {} violations",
+                findings.events,
+                findings.showtimes,
+                findings.seconds,
+                findings.payments,
+                findings.tickets,
+                findings.payments_in_flight,
+                findings.refunds_due,
+                findings.unknown_to_processor,
+                if findings.read_models_checked {
+                    "equal to a rebuild"
+                } else {
+                    "not compared"
+                },
+                findings.violations.len()
+            );
+            if !findings.violations.is_empty() {
+                std::process::exit(1);
+            }
             Ok(())
         }
         Command::Migrate => {

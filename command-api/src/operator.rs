@@ -153,3 +153,23 @@ pub async fn replay(
     progress.finish_and_clear();
     Ok(report)
 }
+
+/// Runs the invariant checker ([`crate::check`]) with a progress bar on a terminal.
+pub async fn check(
+    pool: &PgPool,
+    wait_for_projections: Option<std::time::Duration>,
+    show_progress: bool,
+) -> anyhow::Result<crate::check::Findings> {
+    let progress = if show_progress {
+        bar(0, "checking")
+    } else {
+        ProgressBar::hidden()
+    };
+    let findings = crate::check::check(pool, wait_for_projections, &|done, total| {
+        progress.set_length(total);
+        progress.set_position(done);
+    })
+    .await?;
+    progress.finish_and_clear();
+    Ok(findings)
+}

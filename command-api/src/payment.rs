@@ -5,10 +5,11 @@
 //! `4000000000009995` with `insufficient_funds`; any other number that passes the Luhn check
 //! succeeds. Its latency is `MARQUEE_PAYMENT_LATENCY_MS`. A real processor plugs in behind
 //! [`PaymentProvider`]; each charge carries Marquee's payment id so the processor can
-//! deduplicate retries.
+//! deduplicate retries, and [`crate::reconcile`] settles what a crash or timeout left open.
 
 use async_trait::async_trait;
 use marquee_domain::{Money, PaymentId};
+use sqlx::PgPool;
 use std::time::Duration;
 
 /// Card details as the customer typed them. Never stored, logged or put in an event.
@@ -46,7 +47,20 @@ impl PaymentError {
     }
 }
 
-/// A card processor.
+/// What a processor knows of a payment.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChargeStatus {
+    /// The card was charged.
+    Charged,
+    /// The charge was declined, for this reason.
+    Declined(String),
+    /// The processor never received the charge.
+    Unknown,
+}
+
+/// A card processor. Charges and refunds carry Marquee's ids, and a processor must treat a
+/// repeated id as the same request (real processors call this an idempotency key), so that
+/// retrying after a crash or a timeout can never move money twice.
 #[async_trait]
 pub trait PaymentProvider: Send + Sync {
     /// Charges `amount` to `card`; `payment` identifies the attempt.
@@ -56,13 +70,30 @@ pub trait PaymentProvider: Send + Sync {
         amount: &Money,
         card: &Card,
     ) -> Result<(), PaymentError>;
-    /// Gives back `amount` of a successful charge.
-    async fn refund(&self, payment: PaymentId, amount: &Money) -> Result<(), PaymentError>;
+    /// What became of the charge `payment`, for a payment whose answer never arrived.
+    async fn status(&self, payment: PaymentId) -> Result<ChargeStatus, PaymentError>;
+    /// Gives back `amount` of the successful charge `payment`; `refund` identifies the
+    /// refund (one payment can be refunded in parts, e.g. ticket by ticket).
+    async fn refund(
+        &self,
+        refund: &str,
+        payment: PaymentId,
+        amount: &Money,
+    ) -> Result<(), PaymentError>;
 }
 
-/// The test double of a card processor.
+/// The test double of a card processor. Like a real one it keeps its own records (tables
+/// `test_processor_charges` and `test_processor_refunds`, apart from Marquee's), answers a
+/// repeated charge or refund id from them, and answers after the money has moved: a process
+/// killed, or a timeout, during its `latency` leaves a charge Marquee has not recorded yet,
+/// which is what reconciliation is for.
 pub struct TestCardProcessor {
+    pub pool: PgPool,
     pub latency: Duration,
+}
+
+fn unavailable(e: sqlx::Error) -> PaymentError {
+    PaymentError::Unavailable(e.to_string())
 }
 
 #[async_trait]
@@ -73,19 +104,69 @@ impl PaymentProvider for TestCardProcessor {
         amount: &Money,
         card: &Card,
     ) -> Result<(), PaymentError> {
-        tokio::time::sleep(self.latency).await;
         let outcome = match card.number.as_str() {
-            "4000000000000002" => Err(PaymentError::Declined("card_declined".into())),
-            "4000000000009995" => Err(PaymentError::Declined("insufficient_funds".into())),
-            _ => Ok(()),
+            "4000000000000002" => "card_declined",
+            "4000000000009995" => "insufficient_funds",
+            _ => "charged",
         };
-        tracing::info!(%payment, amount = amount.amount, currency = %amount.currency, ok = outcome.is_ok(), ?card, "test processor charge");
-        outcome
+        sqlx::query(
+            "insert into test_processor_charges (payment_id, amount, currency, outcome)
+             values ($1, $2, $3, $4) on conflict (payment_id) do nothing",
+        )
+        .bind(payment.0)
+        .bind(amount.amount)
+        .bind(amount.currency.as_str())
+        .bind(outcome)
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        // A repeated id gets the first answer.
+        let status = self.status(payment).await?;
+        tracing::info!(%payment, amount = amount.amount, currency = %amount.currency, ?status, ?card, "test processor charge");
+        tokio::time::sleep(self.latency).await;
+        match status {
+            ChargeStatus::Charged => Ok(()),
+            ChargeStatus::Declined(reason) => Err(PaymentError::Declined(reason)),
+            ChargeStatus::Unknown => Err(PaymentError::Unavailable("charge not recorded".into())),
+        }
     }
 
-    async fn refund(&self, payment: PaymentId, amount: &Money) -> Result<(), PaymentError> {
+    async fn status(&self, payment: PaymentId) -> Result<ChargeStatus, PaymentError> {
+        let outcome: Option<String> =
+            sqlx::query_scalar("select outcome from test_processor_charges where payment_id = $1")
+                .bind(payment.0)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(unavailable)?;
+        Ok(match outcome.as_deref() {
+            None => ChargeStatus::Unknown,
+            Some("charged") => ChargeStatus::Charged,
+            Some(reason) => ChargeStatus::Declined(reason.to_owned()),
+        })
+    }
+
+    async fn refund(
+        &self,
+        refund: &str,
+        payment: PaymentId,
+        amount: &Money,
+    ) -> Result<(), PaymentError> {
+        if self.status(payment).await? != ChargeStatus::Charged {
+            return Err(PaymentError::Declined("no_such_charge".into()));
+        }
+        sqlx::query(
+            "insert into test_processor_refunds (refund_id, payment_id, amount, currency)
+             values ($1, $2, $3, $4) on conflict (refund_id) do nothing",
+        )
+        .bind(refund)
+        .bind(payment.0)
+        .bind(amount.amount)
+        .bind(amount.currency.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(unavailable)?;
+        tracing::info!(%payment, refund, amount = amount.amount, currency = %amount.currency, "test processor refund");
         tokio::time::sleep(self.latency).await;
-        tracing::info!(%payment, amount = amount.amount, currency = %amount.currency, "test processor refund");
         Ok(())
     }
 }

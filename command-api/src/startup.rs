@@ -72,6 +72,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         store,
         keys: Arc::new(TokenKeys::new(&secret)),
         payments: Arc::new(TestCardProcessor {
+            pool: pool.clone(),
             latency: config.payment_latency,
         }),
         config: Arc::new(config),
@@ -162,6 +163,13 @@ pub async fn run(
         background.spawn(timer::run(
             state.pool.clone(),
             state.writers.clone(),
+            shutdown.clone(),
+        ));
+        background.spawn(crate::reconcile::run(
+            state.pool.clone(),
+            state.writers.clone(),
+            state.payments.clone(),
+            state.config.payment_timeout,
             shutdown.clone(),
         ));
     }

@@ -7,23 +7,22 @@
 
 use super::dto::MoneyDto;
 use super::reservations::showtime_of;
-use super::showtimes::{read_state, state_of, write_error};
+use super::showtimes::{state_of, write_error};
 use super::{movies, theaters};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, AppJson, AppPath, AppQuery};
 use crate::event_store::{now, Metadata};
 use crate::payment::{luhn_valid, Card, PaymentError};
+use crate::reconcile;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, TimeDelta, Utc};
 use marquee_domain::showtime::{
-    ConfirmPayment, FailPayment, NewTicket, Showtime, ShowtimeCommand, ShowtimeEvent, StartPayment,
-    Ticket as DomainTicket, TicketStatus,
+    Showtime, ShowtimeCommand, ShowtimeEvent, StartPayment, Ticket as DomainTicket, TicketStatus,
 };
 use marquee_domain::{PaymentId, ReservationId, ShowtimeId, TicketId};
 use marquee_projections::tickets as read;
-use rand::Rng;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -113,15 +112,6 @@ fn parse_card(p: &PaymentDto) -> Result<Card, ApiError> {
     }
     errors.finish()?;
     Ok(Card { number })
-}
-
-/// A ticket code: 10 characters from an alphabet without look-alikes (no 0/O, 1/I).
-fn ticket_code() -> String {
-    const ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789";
-    let mut rng = rand::thread_rng();
-    (0..10)
-        .map(|_| ALPHABET[rng.gen_range(0..ALPHABET.len())] as char)
-        .collect()
 }
 
 /// Names printed on a ticket.
@@ -235,29 +225,35 @@ async fn charge_and_settle(
     card: Card,
     meta: Metadata,
 ) -> Result<(StatusCode, axum::Json<Purchased>), ApiError> {
-    match state.payments.charge(payment, &amount, &card).await {
+    let timeout = state.config.payment_timeout;
+    let charged = tokio::time::timeout(timeout, state.payments.charge(payment, &amount, &card))
+        .await
+        .unwrap_or_else(|_| Err(PaymentError::Unavailable("no answer in time".into())));
+    match charged {
         Ok(()) => confirm(&state, showtime, reservation, payment, meta).await,
-        Err(e) => {
-            let reason = match &e {
-                PaymentError::Declined(r) => r.clone(),
-                PaymentError::Unavailable(_) => "processor_unavailable".into(),
-            };
-            let fail = ShowtimeCommand::FailPayment(FailPayment {
-                reservation_id: reservation,
-                payment_id: payment,
-                reason: reason.clone(),
-                retryable: e.retryable(),
-                now: now(),
-            });
-            state
-                .writers
-                .settle(showtime, fail, meta)
-                .await
-                .map_err(write_error)?;
-            match e {
-                PaymentError::Declined(_) => Err(ApiError::PaymentDeclined(reason)),
-                PaymentError::Unavailable(cause) => Err(ApiError::Unavailable(cause)),
-            }
+        Err(PaymentError::Declined(reason)) => {
+            let retryable = PaymentError::Declined(reason.clone()).retryable();
+            reconcile::record_failed(
+                &state.writers,
+                showtime,
+                reservation,
+                payment,
+                &reason,
+                retryable,
+                meta,
+            )
+            .await
+            .map_err(write_error)?;
+            Err(ApiError::PaymentDeclined(reason))
+        }
+        Err(PaymentError::Unavailable(cause)) => {
+            // The card may or may not have been charged. Recording a failure could lose a
+            // charge (and a retry would charge again); the payment stays open, pinning the
+            // hold, until the reconciler has asked the processor and recorded the outcome.
+            tracing::warn!(%payment, %reservation, error = %cause, "payment outcome unknown; the reconciler will settle it");
+            Err(ApiError::PaymentPending(
+                timeout + crate::reconcile::TICK * 3,
+            ))
         }
     }
 }
@@ -269,36 +265,17 @@ async fn confirm(
     payment: PaymentId,
     meta: Metadata,
 ) -> Result<(StatusCode, axum::Json<Purchased>), ApiError> {
-    let tickets = (0..marquee_domain::showtime::MAX_SEATS_PER_HOLD)
-        .map(|_| NewTicket {
-            id: TicketId(Uuid::now_v7()),
-            code: ticket_code(),
-        })
-        .collect::<Vec<_>>();
-    let seats = read_state(state, showtime.0, |s| {
-        s.holds.get(&reservation).map_or(0, |h| h.seats.len())
-    })
-    .await?;
-    let command = ShowtimeCommand::ConfirmPayment(ConfirmPayment {
-        reservation_id: reservation,
-        payment_id: payment,
-        tickets: tickets.into_iter().take(seats).collect(),
-        now: now(),
-    });
-    let events = state
-        .writers
-        .settle(showtime, command, meta)
+    let events = reconcile::record_charged(&state.writers, showtime, reservation, payment, meta)
         .await
         .map_err(write_error)?;
-    for e in &events {
-        if let ShowtimeEvent::PaymentRefunded { amount, .. } = e {
-            if let Err(err) = state.payments.refund(payment, amount).await {
-                tracing::error!(%payment, error = %err, "refund to the processor failed; it is recorded and must be retried");
-            }
-            return Err(ApiError::ReservationExpired(
-                "the hold ran out before the payment completed; the payment was refunded".into(),
-            ));
-        }
+    if events
+        .iter()
+        .any(|e| matches!(e, ShowtimeEvent::PaymentRefunded { .. }))
+    {
+        // The refund itself is queued with the event and paid by the reconciler.
+        return Err(ApiError::ReservationExpired(
+            "the hold ran out before the payment completed; the payment is refunded".into(),
+        ));
     }
     let s = state_of(state, showtime.0).await?;
     let names = names(state, &s).await?;

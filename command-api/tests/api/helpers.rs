@@ -35,6 +35,7 @@ pub fn test_config(database: &str) -> Config {
         admin: Some((ADMIN_EMAIL.into(), ADMIN_PASSWORD.into())),
         jwt_secret: None,
         payment_latency: Duration::ZERO,
+        payment_timeout: Duration::from_secs(30),
         showtime_queue: 4096,
         writer_mode: marquee_api::writer::WriterMode::Batched,
         // Tests drive many requests from one address; `security.rs` turns limits on itself.

@@ -3,11 +3,13 @@
 
 mod booking;
 mod catalog;
+mod check;
 mod concurrency;
 mod errors;
 mod helpers;
 mod history;
 mod idempotency;
+mod payments;
 mod read_side;
 mod security;
 mod users;

@@ -1,0 +1,152 @@
+//! The invariant checker: silent on an honest history, loud on each kind of broken promise.
+
+use crate::helpers::*;
+use marquee_api::check::check;
+use std::time::Duration;
+
+async fn violations(app: &TestApp) -> Vec<String> {
+    check(&app.pool, Some(Duration::from_secs(30)), &|_, _| {})
+        .await
+        .unwrap()
+        .violations
+}
+
+/// A history with holds, a declined and a good payment, a release and a cancellation.
+async fn busy_history(app: &TestApp) -> String {
+    let admin = app.admin().await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let bob = app.customer().await;
+    let hold = app.held(&ann, &showtime, &["A1", "A2"]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    problem(
+        app.pay(&ann, &hold, "4000000000000002").await,
+        402,
+        "payment-declined",
+    )
+    .await;
+    assert_eq!(app.pay(&ann, &hold, "4242424242424242").await.status(), 201);
+    let other = app.held(&bob, &showtime, &["B1"]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = app
+        .delete(&format!("/v1/reservations/{other}"), Some(&bob))
+        .await;
+    assert_eq!(r.status(), 204);
+    let second = app.showtime().await;
+    let hold = app.held(&bob, &second, &["A1"]).await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(app.pay(&bob, &hold, "4242424242424242").await.status(), 201);
+    let r = app
+        .delete(&format!("/v1/showtimes/{second}"), Some(&admin))
+        .await;
+    assert_eq!(r.status(), 204);
+    showtime
+}
+
+#[tokio::test]
+async fn an_honest_history_passes_every_check() {
+    let app = spawn_app().await;
+    busy_history(&app).await;
+    app.settle().await;
+    let findings = check(&app.pool, Some(Duration::from_secs(30)), &|_, _| {})
+        .await
+        .unwrap();
+    assert_eq!(findings.violations, Vec::<String>::new());
+    assert!(findings.read_models_checked);
+    assert_eq!(findings.showtimes, 2);
+    assert_eq!(findings.tickets, 3);
+    assert_eq!(findings.unknown_to_processor, 0);
+}
+
+#[tokio::test]
+async fn a_seat_sold_twice_is_found() {
+    let app = spawn_app().await;
+    let showtime = busy_history(&app).await;
+    app.settle().await;
+    // Forge a second sale of A1 into the log, as a broken writer might have.
+    sqlx::query(
+        "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata)
+         select aggregate_type, aggregate_id,
+                (select max(sequence) + 1 from events where aggregate_id = $1), event_type,
+                event_version,
+                jsonb_set(jsonb_set(payload, '{tickets,0,ticket_id}', to_jsonb(gen_random_uuid()::text)),
+                          '{tickets,1,ticket_id}', to_jsonb(gen_random_uuid()::text)),
+                metadata
+         from events where aggregate_id = $1 and event_type = 'TicketsIssued'",
+    )
+    .bind(&showtime)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let found = check(&app.pool, None, &|_, _| {}).await.unwrap().violations;
+    assert!(
+        found.iter().any(|v| v.contains("seat A1 sold twice")),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_charge_without_tickets_or_refund_is_found() {
+    let app = spawn_app().await;
+    busy_history(&app).await;
+    app.settle().await;
+    sqlx::query(
+        "insert into test_processor_charges (payment_id, amount, currency, outcome)
+         values (gen_random_uuid(), 1250, 'EUR', 'charged')",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let found = violations(&app).await;
+    assert!(
+        found
+            .iter()
+            .any(|v| v.contains("the processor charged 1250 but the log has neither")),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_refund_the_log_never_recorded_is_found() {
+    let app = spawn_app().await;
+    busy_history(&app).await;
+    app.settle().await;
+    sqlx::query(
+        "insert into test_processor_refunds (refund_id, payment_id, amount, currency)
+         select payment_id::text, payment_id, amount, currency from test_processor_charges
+         where outcome = 'charged' limit 1",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let found = violations(&app).await;
+    assert!(
+        found.iter().any(|v| v.contains("the log records None")),
+        "{found:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_read_model_that_drifted_from_the_log_is_found() {
+    let app = spawn_app().await;
+    busy_history(&app).await;
+    app.settle().await;
+    sqlx::query("update seats_view set ticket_id = null where ticket_id is not null")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let found = violations(&app).await;
+    assert!(
+        found
+            .iter()
+            .any(|v| v.starts_with("read model seats_view: ")),
+        "{found:?}"
+    );
+}
