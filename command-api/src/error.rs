@@ -275,11 +275,10 @@ pub async fn log_internal_errors(request: Request, next: Next) -> Response {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => {
-                Self::Unavailable(format!("database: {e}"))
-            }
-            other => Self::Internal(other.into()),
+        if crate::event_store::database_unavailable(&e) {
+            Self::Unavailable(format!("database: {e}"))
+        } else {
+            Self::Internal(e.into())
         }
     }
 }

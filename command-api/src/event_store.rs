@@ -10,7 +10,7 @@
 use crate::auth::AuthUser;
 use chrono::Utc;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
 use marquee_domain::{CommandName, UserId};
 use postgres_es::PostgresEventRepository;
@@ -36,12 +36,40 @@ pub enum StoreError {
 
 impl From<sqlx::Error> for StoreError {
     fn from(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => {
-                Self::Unavailable(e.to_string())
-            }
-            other => Self::Database(other),
+        if database_unavailable(&e) {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Database(e)
         }
+    }
+}
+
+impl From<PersistenceError> for StoreError {
+    fn from(e: PersistenceError) -> Self {
+        match e {
+            PersistenceError::ConnectionError(cause) => Self::Unavailable(cause.to_string()),
+            PersistenceError::UnknownError(cause) => match cause.downcast::<sqlx::Error>() {
+                Ok(sqlx) => (*sqlx).into(),
+                Err(other) => Self::Other(other.to_string()),
+            },
+            other => Self::Other(other.to_string()),
+        }
+    }
+}
+
+/// Whether `e` means PostgreSQL cannot be reached or is restarting (a connection refused,
+/// reset or timed out, the pool empty, or the server shutting down or starting up), as
+/// opposed to a statement that failed: worth a 503 and a retry, never a 500.
+pub fn database_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        // Class 08: connection exception; 57P01-57P03: admin or crash shutdown, cannot
+        // connect now.
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
     }
 }
 
@@ -227,7 +255,7 @@ impl EventStore {
             .repo
             .get_events::<A>(id)
             .await
-            .map_err(|e| StoreError::Other(e.to_string()))?;
+            .map_err(StoreError::from)?;
         let mut aggregate = A::default();
         let mut version = 0;
         for event in events {
@@ -248,7 +276,7 @@ impl EventStore {
             .repo
             .get_last_events::<A>(id, after)
             .await
-            .map_err(|e| StoreError::Other(e.to_string()))?;
+            .map_err(StoreError::from)?;
         events
             .into_iter()
             .map(|e| Ok((e.sequence, to_envelope::<A>(e)?.payload)))

@@ -167,7 +167,8 @@ fn ticket_dto(t: &DomainTicket, s: &Showtime, n: &Names) -> Ticket {
         (status = 404, description = "unknown or someone else's reservation", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "already paid, or a payment is in progress", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 410, description = "reservation-expired", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 422, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "payment-pending: the processor did not answer in time; the reservation stays `paying` until the outcome is reconciled (see Retry-After)", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn buy(
     State(state): State<AppState>,
     user: AuthUser,
