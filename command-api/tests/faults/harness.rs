@@ -209,7 +209,11 @@ fn running_as_root() -> bool {
 
 impl PrivatePostgres {
     pub fn start() -> Self {
-        let dir = scratch("postgres");
+        // Under the system's temporary directory, which the postgres user can reach (a
+        // checkout under /root may not be).
+        let dir =
+            std::env::temp_dir().join(format!("marquee-faults-pg-{}", Uuid::new_v4().simple()));
+        std::fs::create_dir_all(&dir).unwrap();
         let data = dir.join("data");
         if running_as_root() {
             Command::new("chown")
@@ -217,12 +221,6 @@ impl PrivatePostgres {
                 .arg(&dir)
                 .status()
                 .unwrap();
-            // The scratch directory's parents must be traversable by postgres.
-            let mut p = dir.parent();
-            while let Some(parent) = p {
-                let _ = Command::new("chmod").arg("o+x").arg(parent).status();
-                p = parent.parent();
-            }
         }
         let init = as_postgres(&[
             &format!("{PG_BIN}/initdb"),
