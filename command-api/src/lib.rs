@@ -15,6 +15,7 @@
 //! - [`error`]: the API's one error type, rendered as problem+json.
 //! - [`routes`]: one module per resource, and the OpenAPI document.
 //! - [`timer`]: records hold expiries.
+//! - [`live`]: live seat maps fed from the event stream, for the seat-map streams.
 //! - [`metrics`]: the Prometheus recorder and `/metrics`.
 //! - [`operator`]: `marquee events` (export) and `marquee replay`.
 //! - [`startup`]: builds the state and router, and runs the engine's roles (API, relay,
@@ -30,6 +31,7 @@ pub mod event_store;
 pub mod generate;
 pub mod history;
 pub mod idempotency;
+pub mod live;
 pub mod metrics;
 pub mod operator;
 pub mod payment;

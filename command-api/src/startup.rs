@@ -78,6 +78,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         config: Arc::new(config),
         nats: Arc::new(tokio::sync::OnceCell::new()),
         namespace,
+        live: Default::default(),
         pool,
     })
 }
@@ -98,6 +99,7 @@ pub fn router(state: AppState) -> Router {
     });
     let app = api
         .merge(docs)
+        .merge(routes::web::router())
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
@@ -175,13 +177,18 @@ pub async fn run(
     }
     let served = match (roles.api, listener) {
         (true, Some(listener)) => {
+            let live = state.live.clone();
             let app = router(state);
             tracing::info!(addr = %listener.local_addr()?, "marquee API is serving");
             let stop = shutdown.clone();
             // The peer address is what rate limits key on (see `ratelimit`).
             let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
             axum::serve(listener, app)
-                .with_graceful_shutdown(async move { stop.cancelled().await })
+                .with_graceful_shutdown(async move {
+                    stop.cancelled().await;
+                    // Seat-map streams never end by themselves; end them so shutdown can.
+                    live.close();
+                })
                 .await
                 .context("HTTP server failed")
         }
@@ -204,6 +211,15 @@ async fn nats_roles(state: AppState, roles: Roles, shutdown: CancellationToken) 
     };
     let _ = state.nats.set(client.clone());
     let mut tasks = tokio::task::JoinSet::new();
+    if roles.api {
+        let live = state.live.clone();
+        tasks.spawn(live.run(
+            client.clone(),
+            state.namespace.clone(),
+            state.writers.clone(),
+            shutdown.clone(),
+        ));
+    }
     if roles.relay {
         let relay = Relay::new(state.pool.clone(), client.clone(), state.namespace.clone());
         tasks.spawn(relay.run(shutdown.clone()));

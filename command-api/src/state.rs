@@ -21,4 +21,6 @@ pub struct AppState {
     pub nats: Arc<tokio::sync::OnceCell<async_nats::Client>>,
     /// Prefix of JetStream names.
     pub namespace: marquee_nats::Namespace,
+    /// Live seat maps for the seat-map streams.
+    pub live: crate::live::LiveSeats,
 }

@@ -7,9 +7,11 @@ pub mod movies;
 pub mod ops;
 pub mod reservations;
 pub mod showtimes;
+pub mod stream;
 pub mod theaters;
 pub mod tickets;
 pub mod users;
+pub mod web;
 
 use crate::state::AppState;
 use axum::extract::Request;
@@ -26,7 +28,7 @@ use utoipa_axum::router::OpenApiRouter;
 #[openapi(
     info(title = "Marquee", description = "Booking engine for cinemas: catalog, seat holds, payments and tickets. Errors are application/problem+json (RFC 9457)."),
     modifiers(&BearerAuth),
-    components(schemas(crate::error::Problem, crate::error::FieldError)),
+    components(schemas(crate::error::Problem, crate::error::FieldError, stream::SeatChange, stream::ShowtimeCancelledChange)),
     tags(
         (name = "users", description = "Accounts and tokens"),
         (name = "catalog", description = "Theaters, movies and showtimes (admin commands)"),
@@ -62,6 +64,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(theaters::router())
         .merge(movies::router())
         .merge(showtimes::router())
+        .merge(stream::router())
         .merge(reservations::router())
         .merge(tickets::router())
         .merge(events::router())

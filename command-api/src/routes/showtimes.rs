@@ -499,7 +499,7 @@ async fn list(
 }
 
 /// A seat map from a showtime's state folded from events, at `at`.
-fn map_of_state(s: &ShowtimeAggregate, id: Uuid, at: DateTime<Utc>) -> SeatMap {
+pub(super) fn map_of_state(s: &ShowtimeAggregate, id: Uuid, at: DateTime<Utc>) -> SeatMap {
     let mut map = SeatMap {
         showtime_id: id,
         available: 0,

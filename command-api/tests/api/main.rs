@@ -9,6 +9,7 @@ mod errors;
 mod helpers;
 mod history;
 mod idempotency;
+mod live;
 mod payments;
 mod read_side;
 mod security;
