@@ -206,3 +206,71 @@ async fn nats_wiped_mid_load_is_refilled_from_the_log_and_read_models_converge()
     }
     panic!("the stream was not refilled with the {events} events of the log within 30 s");
 }
+
+/// Sets (or replaces) one environment variable of an engine's settings.
+fn set(engine: &mut Engine, name: &str, value: &str) {
+    engine.env.retain(|(k, _)| k != name);
+    engine.env.push((name.to_owned(), value.to_owned()));
+}
+
+/// Holds one seat and pays for it with a good card; returns the payment's answer.
+async fn hold_and_pay(engine: &Engine) -> reqwest::Response {
+    let showtimes = catalog(&engine.base, 1).await;
+    let token = customers(&engine.base, 1).await.remove(0);
+    let client = reqwest::Client::new();
+    let hold: serde_json::Value = client
+        .post(format!("{}/v1/reservations", engine.base))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"showtime_id": showtimes[0], "seats": ["A1"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    client
+        .post(format!("{}/v1/tickets", engine.base))
+        .bearer_auth(&token)
+        .json(&serde_json::json!({"reservation_id": hold["id"],
+            "payment": {"card_number": "4242424242424242"}}))
+        .send()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_slow_payment_started_inside_the_hold_issues_tickets_and_one_too_late_is_refunded() {
+    let _serial = SERIAL.lock().await;
+    // The processor answers after 2.5 s; the hold lasts 2 s. Started inside the hold, the
+    // payment pins it and gets its tickets.
+    let mut engine = Engine::new(&fresh_database().await, "nats://127.0.0.1:4222");
+    set(&mut engine, "MARQUEE_HOLD_SECONDS", "2");
+    set(&mut engine, "MARQUEE_PAYMENT_LATENCY_MS", "2500");
+    set(&mut engine, "MARQUEE_PAYMENT_TIMEOUT_MS", "10000");
+    engine.start_ready().await;
+    let paid = hold_and_pay(&engine).await;
+    assert_eq!(paid.status(), 201, "{:?}", paid.text().await);
+    assert_invariants(engine.database_url()).await;
+    drop(engine);
+
+    // Now the pin runs out (1 s) before the processor answers: the charge is refunded, once.
+    let mut engine = Engine::new(&fresh_database().await, "nats://127.0.0.1:4222");
+    set(&mut engine, "MARQUEE_HOLD_SECONDS", "2");
+    set(&mut engine, "MARQUEE_PAYMENT_PIN_SECONDS", "1");
+    set(&mut engine, "MARQUEE_PAYMENT_LATENCY_MS", "2500");
+    set(&mut engine, "MARQUEE_PAYMENT_TIMEOUT_MS", "10000");
+    engine.start_ready().await;
+    let late = hold_and_pay(&engine).await;
+    assert_eq!(late.status(), 410, "{:?}", late.text().await);
+    assert_invariants(engine.database_url()).await;
+    let pool = sqlx::PgPool::connect(engine.database_url()).await.unwrap();
+    let (charged, refunded): (i64, i64) = sqlx::query_as(
+        "select (select coalesce(sum(amount), 0) from test_processor_charges)::bigint,
+                (select coalesce(sum(amount), 0) from test_processor_refunds)::bigint",
+    )
+    .fetch_one(&pool)
+    .await
+    .unwrap();
+    assert!(charged > 0);
+    assert_eq!(charged, refunded);
+}
