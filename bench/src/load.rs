@@ -113,8 +113,10 @@ pub struct Tally {
     pub taken: u64,
     pub shed: u64,
     pub errors: u64,
-    /// Hold latency in microseconds.
+    /// Hold latency in microseconds, of every attempt.
     pub latency: Histogram<u64>,
+    /// Hold latency of the attempts that were not shed (answered 201, 409 or an error).
+    pub admitted: Histogram<u64>,
 }
 
 impl Default for Tally {
@@ -126,6 +128,7 @@ impl Default for Tally {
             shed: 0,
             errors: 0,
             latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
+            admitted: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
         }
     }
 }
@@ -139,6 +142,7 @@ impl Tally {
         self.errors += other.errors;
         // Both histograms have the same bounds, so adding cannot fail.
         self.latency.add(other.latency).expect("same bounds");
+        self.admitted.add(other.admitted).expect("same bounds");
     }
 
     /// A latency quantile in milliseconds.
@@ -146,8 +150,17 @@ impl Tally {
         self.latency.value_at_quantile(quantile) as f64 / 1000.0
     }
 
+    /// The p99 of admitted attempts in milliseconds.
+    pub fn admitted_p99_ms(&self) -> f64 {
+        self.admitted.value_at_quantile(0.99) as f64 / 1000.0
+    }
+
     fn count(&mut self, status: Option<StatusCode>, latency: Duration) {
-        let _ = self.latency.record(latency.as_micros().max(1) as u64);
+        let micros = latency.as_micros().max(1) as u64;
+        let _ = self.latency.record(micros);
+        if status != Some(StatusCode::SERVICE_UNAVAILABLE) {
+            let _ = self.admitted.record(micros);
+        }
         self.attempts += 1;
         match status {
             Some(StatusCode::CREATED) => self.holds += 1,
@@ -165,6 +178,8 @@ pub struct Workload {
     pub base: Arc<str>,
     pub showtimes: Arc<[String]>,
     pub picker: Arc<Picker>,
+    /// Unexpected answers told of so far.
+    pub reported: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Workload {
@@ -186,16 +201,40 @@ impl Workload {
             .send()
             .await;
         let latency = since.elapsed();
-        let Ok(response) = sent else {
-            return (None, latency);
+        let response = match sent {
+            Ok(r) => r,
+            Err(e) => {
+                self.report(&e.to_string());
+                return (None, latency);
+            }
         };
         let status = response.status();
+        if !matches!(
+            status,
+            StatusCode::CREATED | StatusCode::CONFLICT | StatusCode::SERVICE_UNAVAILABLE
+        ) {
+            let body = response.text().await.unwrap_or_default();
+            self.report(&format!("{status}: {body}"));
+            return (Some(status), latency);
+        }
         if status == StatusCode::CREATED {
             let hold: Value = response.json().await.unwrap_or_default();
             let id = hold["id"].as_str().unwrap_or_default();
             self.follow_up(token, id, rng.gen()).await;
         }
         (Some(status), latency)
+    }
+
+    /// Tells of an unexpected answer on stderr, the first few times only: the tables count
+    /// errors, this says what they were.
+    fn report(&self, what: &str) {
+        if self
+            .reported
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+            < 5
+        {
+            eprintln!("hold failed: {what}");
+        }
     }
 
     async fn follow_up(&self, token: &str, reservation: &str, roll: f64) {

@@ -50,6 +50,8 @@ pub struct Target {
     served: tokio::task::JoinHandle<anyhow::Result<()>>,
     store: Option<Arc<dyn SeatStore>>,
     redis: Option<RedisServer>,
+    /// The NATS server and JetStream stream of a run that publishes its events.
+    stream: Option<(String, String)>,
 }
 
 impl Target {
@@ -64,6 +66,10 @@ impl Target {
     ) -> anyhow::Result<Self> {
         let database = format!("marquee_bench_hot_{}", uuid::Uuid::new_v4().simple());
         let config = config(server, &database, design)?;
+        let stream = (roles.relay || roles.projector).then(|| {
+            let ns = marquee_nats::Namespace::new(&config.namespace).expect("a valid namespace");
+            (config.nats_url.clone(), ns.stream())
+        });
         let state = startup::build_state(config).await?;
         let pool = state.pool.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
@@ -96,6 +102,7 @@ impl Target {
             served,
             store,
             redis,
+            stream,
         };
         target.showtimes = target.schedule(showtimes).await?;
         target.tokens = customer_tokens(customers);
@@ -202,6 +209,11 @@ impl Target {
             redis.stop().await;
         }
         self.pool.close().await;
+        if let Some((url, stream)) = self.stream {
+            // The shared NATS would otherwise keep every run's stream and consumers.
+            let js = async_nats::jetstream::new(async_nats::connect(url).await?);
+            let _ = js.delete_stream(stream).await;
+        }
         let admin = sqlx::PgPool::connect(&format!("{}/postgres", self.server)).await?;
         sqlx::query(&format!(
             "drop database if exists {} with (force)",
