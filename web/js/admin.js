@@ -218,13 +218,21 @@ export async function showtimes(main) {
         try {
           await api.del(`/v1/showtimes/${s.id}`);
           say("Showtime cancelled; its tickets are refunded.", "success");
-          await loadShowtimes();
+          await untilListed(s.id, "cancelled");
         } catch (err) {
           fail(err);
         }
       } }, "Cancel showtime") : "")));
     if (!found.length) list.append(h("li", {}, "No upcoming showtimes at this theater."));
-    return found.map((s) => s.id);
+    return found;
+  };
+  // The list is a read model that follows the event stream a moment behind the command:
+  // reload it until it shows what was just done (for up to three seconds).
+  const untilListed = async (id, status) => {
+    for (let i = 0; i < 30; i++) {
+      if ((await loadShowtimes()).some((s) => s.id === id && s.status === status)) return;
+      await new Promise((r) => setTimeout(r, 100));
+    }
   };
   theater.addEventListener("change", pickTheater);
   screen.addEventListener("change", pickScreen);
@@ -242,8 +250,7 @@ export async function showtimes(main) {
     try {
       const s = await api.post("/v1/showtimes", body);
       say(`Showtime scheduled for ${new Date(s.starts_at).toLocaleString()}.`, "success");
-      // The list is a read model that follows the event stream: wait for it to show the new one.
-      for (let i = 0; i < 30 && !(await loadShowtimes()).includes(s.id); i++) await new Promise((r) => setTimeout(r, 100));
+      await untilListed(s.id, "scheduled");
     } catch (err) {
       fail(err);
     }

@@ -17,6 +17,8 @@ async function theater(id) {
 /** A time in a theater's own time zone, e.g. "Sat 29 Nov, 20:00". */
 function when(iso, timeZone) {
   const options = { weekday: "short", day: "numeric", month: "short", hour: "2-digit", minute: "2-digit", hour12: false };
+  // Without the theater's zone (a ticket does not carry it), say which zone the time is in.
+  if (!timeZone) options.timeZoneName = "short";
   try {
     return new Intl.DateTimeFormat("en-GB", { ...options, timeZone }).format(new Date(iso));
   } catch {
@@ -251,7 +253,7 @@ export async function showtime(main, id) {
       onPaid: (paid) => {
         sessionStorage.removeItem(HOLD_KEY(id));
         say(`Paid. ${paid.tickets.length} ticket${paid.tickets.length > 1 ? "s" : ""} issued.`, "success");
-        go("/tickets");
+        go(`/tickets?expect=${paid.tickets.map((t) => t.id).join(",")}`);
       },
       onGone: () => {
         sessionStorage.removeItem(HOLD_KEY(id));
@@ -366,9 +368,17 @@ function showCheckout(panel, hold, { onPaid, onGone }) {
 
 // ---- Tickets --------------------------------------------------------------------------
 
-export async function tickets(main) {
+export async function tickets(main, params) {
   if (!session.user) return go(`/login?next=${encodeURIComponent("/tickets")}`);
-  const { tickets: list } = await api.get("/v1/users/me/tickets");
+  // Just after paying, the ticket list (a read model a moment behind the payment) may not
+  // show the new tickets yet: ask again for up to three seconds.
+  const expected = (params.get("expect") || "").split(",").filter(Boolean);
+  let list = [];
+  for (let i = 0; i < 30; i++) {
+    list = (await api.get("/v1/users/me/tickets")).tickets;
+    if (expected.every((id) => list.some((t) => t.id === id))) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
   main.append(h("h1", {}, "My tickets"));
   if (!list.length) return main.append(h("p", {}, "No tickets yet. ", h("a", { href: "#/" }, "Find a movie")));
   main.append(h("ul", { class: "tickets" }, list.map((t) =>
