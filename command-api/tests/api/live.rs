@@ -242,3 +242,17 @@ async fn the_web_pages_are_served_with_their_own_content_security_policy() {
         .unwrap()
         .starts_with("default-src 'none'; frame-ancestors"));
 }
+
+#[tokio::test]
+async fn the_seat_map_stream_is_in_the_openapi_document() {
+    let app = spawn_app().await;
+    let doc = app.get_now("/openapi.json").await;
+    let path = &doc["paths"]["/v1/showtimes/{id}/seats/stream"]["get"];
+    assert!(
+        path["responses"]["200"]["content"]["text/event-stream"].is_object(),
+        "{path}"
+    );
+    for schema in ["SeatSnapshot", "SeatChange", "ShowtimeCancelledChange"] {
+        assert!(doc["components"]["schemas"][schema].is_object(), "{schema}");
+    }
+}
