@@ -150,32 +150,42 @@ impl LiveSeats {
         id: Uuid,
         snapshot: impl Fn(&Showtime, usize) -> T,
     ) -> Result<Option<(T, broadcast::Receiver<Arc<Change>>)>, crate::event_store::StoreError> {
-        let ready = {
-            let mut watched = self.watched.lock().expect("lock poisoned");
-            watched.retain(|_, w| w.sender.receiver_count() > 0 || w.copy.is_none());
-            let entry = watched.entry(id).or_insert_with(|| Watched {
-                copy: None,
-                pending: vec![],
-                sent: None,
-                sender: broadcast::channel(BACKLOG).0,
-            });
-            entry
-                .copy
-                .as_ref()
-                .map(|c| (snapshot(&c.showtime, c.version), entry.sender.subscribe()))
-        };
-        if let Some(ready) = ready {
-            return Ok(Some(ready));
+        // Twice at most: another watcher's cleanup may drop the entry between loading it and
+        // joining it, and then it is loaded again.
+        for _ in 0..2 {
+            if let Some(ready) = self.join(id, &snapshot) {
+                return Ok(Some(ready));
+            }
+            if !self.load(writers, id).await? {
+                self.watched.lock().expect("lock poisoned").remove(&id);
+                return Ok(None);
+            }
         }
-        if !self.load(writers, id).await? {
-            self.watched.lock().expect("lock poisoned").remove(&id);
-            return Ok(None);
-        }
-        let watched = self.watched.lock().expect("lock poisoned");
-        Ok(watched.get(&id).and_then(|w| {
-            let c = w.copy.as_ref()?;
-            Some((snapshot(&c.showtime, c.version), w.sender.subscribe()))
-        }))
+        Ok(self.join(id, &snapshot))
+    }
+
+    /// The snapshot and a receiver of a loaded showtime, atomically; registers the showtime
+    /// as watched (not loaded yet) when it is new.
+    fn join<T>(
+        &self,
+        id: Uuid,
+        snapshot: &impl Fn(&Showtime, usize) -> T,
+    ) -> Option<(T, broadcast::Receiver<Arc<Change>>)> {
+        let mut watched = self.watched.lock().expect("lock poisoned");
+        // Drops showtimes nobody watches any more (never the one being joined: it has no
+        // receiver yet right after loading).
+        watched.retain(|k, w| *k == id || w.sender.receiver_count() > 0 || w.copy.is_none());
+        let entry = watched.entry(id).or_insert_with(|| Watched {
+            copy: None,
+            pending: vec![],
+            sent: None,
+            sender: broadcast::channel(BACKLOG).0,
+        });
+        let copy = entry.copy.as_ref()?;
+        Some((
+            snapshot(&copy.showtime, copy.version),
+            entry.sender.subscribe(),
+        ))
     }
 
     /// Loads a watched showtime's committed state and replays what arrived meanwhile.

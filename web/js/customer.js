@@ -177,7 +177,7 @@ export async function showtime(main, id) {
   let map = null;
   let hold = null;
 
-  const mapBox = h("div", { id: "seatmap", "aria-label": "Seat map, the screen is at the front" });
+  const mapBox = h("div", { id: "seatmap", role: "group", "aria-label": "Seat map, the screen is at the front" });
   const live = h("p", { class: "live", "aria-live": "polite" }, "Connecting to the live seat map…");
   const summary = h("p", { id: "selection", "aria-live": "polite" });
   const holdButton = h("button", { type: "button", id: "hold", disabled: true }, "Hold seats");
