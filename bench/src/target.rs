@@ -228,11 +228,14 @@ impl Target {
 
 /// The engine's configuration for a run: holds of 5 s, so expiries happen within a run.
 fn config(server: &str, database: &str, design: Design) -> anyhow::Result<Config> {
-    // One address sends all the load, so rate limiting must be off.
+    // One address sends all the load, so rate limiting must be off. Other settings come from
+    // the environment (e.g. MARQUEE_SHOWTIME_MAX_WAIT_MS, to compare shedding settings).
     let mut config = Config::from_vars(|var| match var {
         "MARQUEE_RATE_LIMITS" => Some("off".into()),
         "MARQUEE_JWT_SECRET" => Some(JWT_SECRET.into()),
-        _ => None,
+        _ => std::env::var(var)
+            .ok()
+            .filter(|v| var != "DATABASE_URL" && !v.is_empty()),
     })?;
     config.database_url = format!("{server}/{database}");
     config.namespace = format!("bench{}", &database[database.len() - 8..]);

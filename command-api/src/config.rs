@@ -33,6 +33,9 @@ pub struct Config {
     pub payment_timeout: Duration,
     /// `MARQUEE_SHOWTIME_QUEUE`: commands one showtime may have waiting before the API sheds.
     pub showtime_queue: usize,
+    /// `MARQUEE_SHOWTIME_MAX_WAIT_MS`: the longest a command may wait in a showtime's queue
+    /// before it is shed with `503 overloaded`; `None` (0) never sheds by time.
+    pub showtime_max_wait: Option<Duration>,
     /// `MARQUEE_SHOWTIME_WRITER`: `batched` (the default) or `direct`, the stock
     /// load-decide-append-retry path, kept as the benchmark baseline.
     pub writer_mode: crate::writer::WriterMode,
@@ -98,6 +101,10 @@ impl Config {
                 30_000,
             )?),
             showtime_queue: number(&var, "MARQUEE_SHOWTIME_QUEUE", 4096)?.max(1) as usize,
+            showtime_max_wait: match number(&var, "MARQUEE_SHOWTIME_MAX_WAIT_MS", 0)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
             writer_mode: match var("MARQUEE_SHOWTIME_WRITER").as_deref() {
                 None | Some("batched") => crate::writer::WriterMode::Batched,
                 Some("direct") => crate::writer::WriterMode::Direct,

@@ -18,7 +18,7 @@ use marquee_domain::showtime::{Showtime, ShowtimeCommand, ShowtimeError, Showtim
 use marquee_domain::ShowtimeId;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, OnceCell};
 
 /// A writer with an empty queue for this long stops and frees its memory.
@@ -46,6 +46,9 @@ struct Job {
     command: ShowtimeCommand,
     meta: Metadata,
     reply: oneshot::Sender<Result<Vec<ShowtimeEvent>, WriteError>>,
+    /// Past this instant the caller is better served by a quick `503` than by an answer:
+    /// the writer sheds the job unread. `None` for jobs that must never be shed.
+    shed_after: Option<Instant>,
 }
 
 /// What a writer's queue carries.
@@ -93,6 +96,7 @@ pub struct Writers {
     store: EventStore,
     queue_capacity: usize,
     mode: WriterMode,
+    max_wait: Option<Duration>,
 }
 
 impl Writers {
@@ -102,7 +106,16 @@ impl Writers {
             store,
             queue_capacity,
             mode,
+            max_wait: None,
         }
+    }
+
+    /// Sheds commands that waited in a showtime's queue longer than `max_wait`: under more
+    /// load than a showtime can take, a full queue alone would let every admitted command
+    /// wait for the whole queue ahead of it. (Settling a payment is never shed.)
+    pub fn shedding_after(mut self, max_wait: Duration) -> Self {
+        self.max_wait = Some(max_wait);
+        self
     }
 
     /// Runs a command on a showtime and returns the events it recorded.
@@ -141,6 +154,10 @@ impl Writers {
             meta: meta.caused_by(&command),
             command,
             reply: oneshot::channel().0,
+            shed_after: self
+                .max_wait
+                .filter(|_| !wait_for_room)
+                .map(|wait| Instant::now() + wait),
         };
         // A writer that has just gone idle closes its queue; the second try starts a new one.
         for _ in 0..2 {
@@ -326,8 +343,14 @@ impl Writer {
             let mut batch = Vec::new();
             let mut waiting = Vec::new();
             let mut next = Some(first);
+            let now = Instant::now();
             while let Some(message) = next.take() {
                 match message {
+                    Message::Command(job) if job.shed_after.is_some_and(|t| now > t) => {
+                        metrics::counter!("marquee_commands_shed_total", "reason" => "waited")
+                            .increment(1);
+                        let _ = job.reply.send(Err(WriteError::Overloaded));
+                    }
                     Message::Command(job) => batch.push(*job),
                     Message::CatchUp(done) => waiting.push(done),
                 }

@@ -140,3 +140,44 @@ async fn the_direct_writer_baseline_never_shares_a_seat_either() {
     let app = spawn_with(config).await;
     contend(&[&app]).await;
 }
+
+#[tokio::test]
+async fn commands_that_waited_too_long_in_the_queue_are_shed_with_503_and_change_nothing() {
+    let mut config = test_config(&fresh_database());
+    config.showtime_max_wait = Some(std::time::Duration::from_micros(1));
+    let app = spawn_with(config).await;
+    let showtime = app.showtime_with_layout(&["ssssssssss"; 10]).await;
+    let mut customers = Vec::new();
+    for _ in 0..60 {
+        customers.push(app.customer().await);
+    }
+    let rows = "ABCDEFGHIJ".as_bytes();
+    let app = &app;
+    let answers = join_all(customers.iter().enumerate().map(|(i, c)| {
+        let seat = format!("{}{}", rows[i % 10] as char, i / 10 + 1);
+        let showtime = showtime.clone();
+        async move { app.hold(c, &showtime, &[seat.as_str()]).await }
+    }))
+    .await;
+    let mut held = 0;
+    let mut shed = 0;
+    for r in answers {
+        match r.status().as_u16() {
+            201 => held += 1,
+            503 => {
+                assert!(r.headers().contains_key("retry-after"));
+                problem(r, 503, "overloaded").await;
+                shed += 1;
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(shed > 0, "nothing was shed: the queue never waited 1 µs?");
+    // Only the admitted holds were recorded.
+    let events = stored_events(app, &showtime).await;
+    let holds = events
+        .iter()
+        .filter(|e| matches!(e, ShowtimeEvent::SeatsHeld(_)))
+        .count();
+    assert_eq!(holds, held);
+}
