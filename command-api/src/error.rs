@@ -369,3 +369,133 @@ pub async fn not_found() -> ApiError {
 pub async fn method_not_allowed() -> ApiError {
     ApiError::MethodNotAllowed
 }
+
+/// Documents, on every operation of the OpenAPI document, the problems that come from what all
+/// routes share rather than from their handlers: [`AppJson`] (400 malformed body, 413, 415),
+/// [`AppQuery`] (400), [`AppPath`] (404 for a malformed id), the bearer-token extractors (401),
+/// the idempotency middleware (409 while the first request with the key runs, 422 for a key
+/// reused with another request) and the database (503, retry after `Retry-After`). A status
+/// an operation documents itself keeps its own description. Health checks are left alone:
+/// none of these stand in front of them.
+pub fn document_shared_problems(openapi: &mut utoipa::openapi::OpenApi) {
+    for item in openapi.paths.paths.values_mut() {
+        let operations = [
+            &mut item.get,
+            &mut item.post,
+            &mut item.put,
+            &mut item.patch,
+            &mut item.delete,
+        ];
+        for operation in operations.into_iter().flatten() {
+            let is_health_check = operation
+                .tags
+                .as_ref()
+                .is_some_and(|tags| tags.iter().any(|t| t == "operations"));
+            if !is_health_check {
+                document_operation(operation);
+            }
+        }
+    }
+}
+
+fn document_operation(operation: &mut utoipa::openapi::path::Operation) {
+    use utoipa::openapi::path::ParameterIn;
+    let params = operation.parameters.as_deref().unwrap_or_default();
+    let has = |place: ParameterIn| params.iter().any(|p| p.parameter_in == place);
+    let mut shared = Vec::new();
+    if operation.request_body.is_some() {
+        shared.extend([
+            (
+                "400",
+                "malformed-request: the body is not JSON or has wrong types",
+            ),
+            ("413", "payload-too-large"),
+            (
+                "415",
+                "unsupported-media-type: send the body with Content-Type: application/json",
+            ),
+        ]);
+    }
+    if has(ParameterIn::Query) {
+        shared.push((
+            "400",
+            "malformed-request: a query parameter has the wrong type",
+        ));
+    }
+    if has(ParameterIn::Path) {
+        shared.push(("404", "not-found"));
+    }
+    if operation.security.is_some() {
+        shared.push((
+            "401",
+            "unauthenticated: missing, bad or expired bearer token",
+        ));
+    }
+    if params.iter().any(|p| p.name == "Idempotency-Key") {
+        shared.extend([
+            (
+                "409",
+                "conflict: a request with this Idempotency-Key is still being handled",
+            ),
+            (
+                "422",
+                "validation-failed: this Idempotency-Key was used with another request",
+            ),
+        ]);
+    }
+    shared.push(("503", "service-unavailable: retry after Retry-After"));
+    for (status, description) in shared {
+        operation
+            .responses
+            .responses
+            .entry(status.to_owned())
+            .or_insert_with(|| problem_response(description));
+    }
+}
+
+/// A problem+json response, as in the handlers' own annotations.
+fn problem_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi::Response> {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let content = ContentBuilder::new()
+        .schema(Some(Ref::from_schema_name("Problem")))
+        .build();
+    ResponseBuilder::new()
+        .description(description)
+        .content("application/problem+json", content)
+        .build()
+        .into()
+}
+
+#[cfg(test)]
+mod tests {
+    use utoipa::openapi::path::Operation;
+
+    fn statuses(op: &Operation) -> Vec<&str> {
+        op.responses.responses.keys().map(String::as_str).collect()
+    }
+
+    #[test]
+    fn every_operation_documents_the_problems_its_extractors_and_middleware_answer() {
+        let doc = crate::routes::api().into_openapi();
+        let path = |p: &str| doc.paths.paths.get(p).expect("the path is documented");
+        let register = path("/v1/users").post.as_ref().unwrap();
+        for status in ["400", "409", "413", "415", "422", "429", "503"] {
+            assert!(
+                statuses(register).contains(&status),
+                "POST /v1/users: {status}"
+            );
+        }
+        let me = path("/v1/users/me").get.as_ref().unwrap();
+        assert!(statuses(me).contains(&"401"));
+        let theater = path("/v1/theaters/{id}").get.as_ref().unwrap();
+        assert!(statuses(theater).contains(&"404"));
+        // The handler's own description wins over the shared one.
+        let conflict = &register.responses.responses["409"];
+        let utoipa::openapi::RefOr::T(conflict) = conflict else {
+            panic!("an inline response")
+        };
+        assert_eq!(conflict.description, "email-taken");
+        let health = path("/healthz").get.as_ref().unwrap();
+        assert_eq!(statuses(health), ["200"]);
+    }
+}

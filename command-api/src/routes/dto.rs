@@ -8,7 +8,7 @@ use utoipa::ToSchema;
 /// Money in integer minor units: `{"amount": 1250, "currency": "USD"}` is 12.50 USD.
 #[derive(Clone, Debug, Serialize, Deserialize, ToSchema)]
 pub struct MoneyDto {
-    #[schema(example = 1250)]
+    #[schema(example = 1250, minimum = 0)]
     pub amount: i64,
     #[schema(example = "USD")]
     pub currency: String,

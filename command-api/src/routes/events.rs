@@ -29,8 +29,10 @@ pub const MAX_PAGE: i64 = 1000;
 #[derive(Deserialize, IntoParams)]
 pub struct EventQuery {
     /// Only events after this position (the previous page's `next_after`); default 0.
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// Events per page; default 100, at most 1000.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// `Theater`, `Movie` or `Showtime`.
     pub aggregate_type: Option<String>,

@@ -59,7 +59,7 @@ impl Modify for BearerAuth {
 
 /// Every route with its OpenAPI description.
 pub fn api() -> OpenApiRouter<AppState> {
-    OpenApiRouter::with_openapi(ApiDoc::openapi())
+    let mut api = OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(users::router())
         .merge(theaters::router())
         .merge(movies::router())
@@ -68,7 +68,9 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(reservations::router())
         .merge(tickets::router())
         .merge(events::router())
-        .merge(ops::router())
+        .merge(ops::router());
+    crate::error::document_shared_problems(api.get_openapi_mut());
+    api
 }
 
 /// The Content-Security-Policy of API answers: JSON is never a document, so it may load

@@ -30,7 +30,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct MovieInput {
     #[schema(example = "Heat")]
     pub title: Option<String>,
-    #[schema(example = 170)]
+    /// 1 to 900.
+    #[schema(example = 170, minimum = 1, maximum = 900)]
     pub runtime_minutes: Option<i64>,
     #[schema(example = "R")]
     pub rating: Option<String>,
@@ -223,7 +224,7 @@ async fn get_one(
 /// Change some fields of a movie (admin).
 #[utoipa::path(patch, path = "/v1/movies/{id}", tag = "catalog", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body = MovieInput,
-    responses((status = 200, body = Movie), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    responses((status = 200, body = Movie), (status = 403, description = "not an admin", body = crate::error::Problem, content_type = "application/problem+json"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn update(
     State(state): State<AppState>,

@@ -29,7 +29,7 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub struct NewReservation {
     pub showtime_id: Uuid,
     /// 1 to 10 distinct seat labels.
-    #[schema(example = json!(["F7", "F8"]))]
+    #[schema(example = json!(["F7", "F8"]), min_items = 1, max_items = 10)]
     pub seats: Vec<String>,
 }
 
@@ -132,6 +132,7 @@ fn parse_seats(raw: &[String]) -> Result<Vec<SeatLabel>, ApiError> {
         (status = 404, description = "unknown showtime", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "seats-unavailable, with the taken seats", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation-failed or showtime-closed", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate-limited; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "overloaded; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn create(
     State(state): State<AppState>,

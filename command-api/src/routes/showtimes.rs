@@ -188,7 +188,7 @@ fn schedule_error(e: ShowtimeError) -> ApiError {
 #[utoipa::path(post, path = "/v1/showtimes", tag = "catalog", security(("bearer" = [])),
     request_body = NewShowtime,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
-    responses((status = 201, body = Showtime),
+    responses((status = 201, body = Showtime), (status = 403, description = "not an admin", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, description = "unknown movie, theater or screen", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "screen-busy", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
@@ -409,6 +409,7 @@ pub struct SeatMapQuery {
 #[utoipa::path(get, path = "/v1/showtimes/{id}/seats", tag = "booking",
     params(("id" = Uuid, Path), SeatMapQuery),
     responses((status = 200, body = SeatMap),
+        (status = 401, description = "a bad token, or as_of without one", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 403, description = "as_of without the admin role", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 404, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn seat_map(

@@ -28,9 +28,9 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// A point on Earth in degrees.
 #[derive(Clone, Copy, Debug, Serialize, Deserialize, ToSchema)]
 pub struct LocationDto {
-    #[schema(example = 40.7128)]
+    #[schema(example = 40.7128, minimum = -90, maximum = 90)]
     pub lat: f64,
-    #[schema(example = -74.006)]
+    #[schema(example = -74.006, minimum = -180, maximum = 180)]
     pub lon: f64,
 }
 
@@ -313,6 +313,7 @@ pub struct TheaterSearch {
     /// Text the name or city contains.
     pub q: Option<String>,
     /// Most theaters returned; default 20, at most 100.
+    #[param(minimum = 1, maximum = 100)]
     pub limit: Option<i64>,
 }
 
@@ -347,7 +348,7 @@ async fn search(
 /// Change a theater's name, address, city, location or time zone (admin).
 #[utoipa::path(patch, path = "/v1/theaters/{id}", tag = "catalog", security(("bearer" = [])),
     params(("id" = Uuid, Path)), request_body = TheaterPatch,
-    responses((status = 200, body = Theater), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
+    responses((status = 200, body = Theater), (status = 403, description = "not an admin", body = crate::error::Problem, content_type = "application/problem+json"), (status = 404, body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn update(
     State(state): State<AppState>,

@@ -42,9 +42,10 @@ pub struct PaymentDto {
     /// (`card_declined`), `4000000000009995` is declined (`insufficient_funds`).
     #[schema(example = "4242424242424242")]
     pub card_number: String,
-    #[schema(example = "12/30")]
+    /// `MM/YY`.
+    #[schema(example = "12/30", pattern = "^(0[1-9]|1[0-2])/[0-9]{2}$")]
     pub expiry: Option<String>,
-    #[schema(example = "123")]
+    #[schema(example = "123", pattern = "^[0-9]{3,4}$")]
     pub cvc: Option<String>,
 }
 
@@ -168,6 +169,7 @@ fn ticket_dto(t: &DomainTicket, s: &Showtime, n: &Names) -> Ticket {
         (status = 409, description = "already paid, or a payment is in progress", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 410, description = "reservation-expired", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate-limited; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "payment-pending: the processor did not answer in time; the reservation stays `paying` until the outcome is reconciled (see Retry-After)", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn buy(
     State(state): State<AppState>,

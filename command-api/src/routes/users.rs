@@ -24,9 +24,10 @@ pub fn router() -> OpenApiRouter<AppState> {
 /// A registration.
 #[derive(Deserialize, ToSchema)]
 pub struct NewUser {
-    #[schema(example = "ann@example.com")]
+    #[schema(example = "ann@example.com", format = "email", max_length = 254)]
     pub email: String,
     /// At least 8 characters.
+    #[schema(min_length = 8, max_length = 1024)]
     pub password: String,
     #[schema(example = "Ann Smith")]
     pub name: String,
@@ -93,7 +94,8 @@ fn check_email(errors: &mut Errors, email: &str) -> String {
     params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
     responses((status = 201, body = User),
         (status = 409, description = "email-taken", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "validation-failed", body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "validation-failed", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate-limited; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn register(
     State(state): State<AppState>,
     AppJson(body): AppJson<NewUser>,
@@ -132,7 +134,8 @@ async fn register(
 /// Exchange email and password for a bearer token.
 #[utoipa::path(post, path = "/v1/auth/token", tag = "users", request_body = Credentials,
     responses((status = 200, body = Token),
-        (status = 401, description = "unauthenticated: unknown email or wrong password", body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "unauthenticated: unknown email or wrong password", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate-limited; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn token(
     State(state): State<AppState>,
     AppJson(body): AppJson<Credentials>,
