@@ -99,9 +99,13 @@ struct Final<A> {
 /// Final states handed to every writer at once.
 type Handoff<A> = Arc<Vec<Final<A>>>;
 
-/// The log is read in parts, side by side: complementary conditions on the aggregate id
-/// (any text compares below or not below "8"; ids are mostly UUIDs, so the halves are even).
-const PARTS: [&str; 2] = ["aggregate_id < '8'", "aggregate_id >= '8'"];
+/// The log is read in parts, side by side: complementary conditions on a hash of the
+/// aggregate id, so the parts are even whatever the ids look like (time-ordered UUIDs share
+/// their first characters).
+const PARTS: [&str; 2] = [
+    "hashtext(aggregate_id) & 1 = 0",
+    "hashtext(aggregate_id) & 1 = 1",
+];
 
 /// Aggregates handed to the writers at a time.
 const HANDOFF: usize = 32;
