@@ -68,13 +68,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     }
     let store = EventStore::new(pool.clone());
     Ok(AppState {
-        writers: {
-            let writers = Writers::new(store.clone(), config.showtime_queue, config.writer_mode);
-            match config.showtime_max_wait {
-                Some(wait) => writers.shedding_after(wait),
-                None => writers,
-            }
-        },
+        writers: Writers::new(store.clone(), config.showtime_queue, config.writer_mode)
+            .shedding_after(config.showtime_max_wait),
         store,
         keys: Arc::new(TokenKeys::new(&secret)),
         payments: Arc::new(TestCardProcessor {

@@ -113,8 +113,9 @@ impl Writers {
     /// Sheds commands that waited in a showtime's queue longer than `max_wait`: under more
     /// load than a showtime can take, a full queue alone would let every admitted command
     /// wait for the whole queue ahead of it. (Settling a payment is never shed.)
-    pub fn shedding_after(mut self, max_wait: Duration) -> Self {
-        self.max_wait = Some(max_wait);
+    /// `None` never sheds by time.
+    pub fn shedding_after(mut self, max_wait: Option<Duration>) -> Self {
+        self.max_wait = max_wait;
         self
     }
 

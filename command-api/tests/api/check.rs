@@ -17,10 +17,7 @@ async fn busy_history(app: &TestApp) -> String {
     let showtime = app.showtime().await;
     let ann = app.customer().await;
     let bob = app.customer().await;
-    let hold = app.held(&ann, &showtime, &["A1", "A2"]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let hold = app.hold_id(&ann, &showtime, &["A1", "A2"]).await;
     problem(
         app.pay(&ann, &hold, "4000000000000002").await,
         402,
@@ -28,19 +25,13 @@ async fn busy_history(app: &TestApp) -> String {
     )
     .await;
     assert_eq!(app.pay(&ann, &hold, "4242424242424242").await.status(), 201);
-    let other = app.held(&bob, &showtime, &["B1"]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let other = app.hold_id(&bob, &showtime, &["B1"]).await;
     let r = app
         .delete(&format!("/v1/reservations/{other}"), Some(&bob))
         .await;
     assert_eq!(r.status(), 204);
     let second = app.showtime().await;
-    let hold = app.held(&bob, &second, &["A1"]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let hold = app.hold_id(&bob, &second, &["A1"]).await;
     assert_eq!(app.pay(&bob, &hold, "4242424242424242").await.status(), 201);
     let r = app
         .delete(&format!("/v1/showtimes/{second}"), Some(&admin))

@@ -310,6 +310,14 @@ impl TestApp {
     }
 
     /// GETs as JSON at once, without waiting for the read models first.
+    /// Holds seats (the hold must succeed) and returns the reservation id.
+    pub async fn hold_id(&self, token: &str, showtime: &str, seats: &[&str]) -> String {
+        self.held(token, showtime, seats).await["id"]
+            .as_str()
+            .expect("a reservation id")
+            .to_owned()
+    }
+
     pub async fn get_now(&self, path: &str) -> Value {
         self.send(Method::GET, path, None, None)
             .await

@@ -36,10 +36,7 @@ async fn a_charge_whose_answer_times_out_is_settled_by_asking_the_processor() {
     let showtime = app.showtime().await;
     let ann = app.customer().await;
     let bob = app.customer().await;
-    let hold = app.held(&ann, &showtime, &["A1", "A2"]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let hold = app.hold_id(&ann, &showtime, &["A1", "A2"]).await;
 
     let r = app.pay(&ann, &hold, "4242424242424242").await;
     let retry_after = r.headers()["retry-after"].to_str().unwrap().to_owned();
@@ -104,10 +101,7 @@ async fn a_payment_the_processor_never_received_is_recorded_as_failed_and_the_ho
     let app = spawn_with(config).await;
     let showtime = app.showtime().await;
     let ann = app.customer().await;
-    let hold = app.held(&ann, &showtime, &["A1"]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let hold = app.hold_id(&ann, &showtime, &["A1"]).await;
     problem(
         app.pay(&ann, &hold, "4242424242424242").await,
         503,
@@ -147,10 +141,7 @@ async fn a_refund_recorded_in_the_log_reaches_the_processor_once() {
     let app = spawn_with(config).await;
     let showtime = app.showtime().await;
     let ann = app.customer().await;
-    let hold = app.held(&ann, &showtime, &["A1"]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let hold = app.hold_id(&ann, &showtime, &["A1"]).await;
     problem(
         app.pay(&ann, &hold, "4242424242424242").await,
         410,
@@ -197,10 +188,7 @@ async fn cancelling_a_showtime_pays_back_every_ticket() {
     let admin = app.admin().await;
     let showtime = app.showtime().await;
     let ann = app.customer().await;
-    let hold = app.held(&ann, &showtime, &["A1", "A2"]).await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let hold = app.hold_id(&ann, &showtime, &["A1", "A2"]).await;
     assert_eq!(app.pay(&ann, &hold, "4242424242424242").await.status(), 201);
     let r = app
         .delete(&format!("/v1/showtimes/{showtime}"), Some(&admin))

@@ -332,34 +332,19 @@ impl PrivateNats {
     }
 
     pub fn up(&mut self) {
-        let child = Command::new("nats-server")
-            .args([
-                "-a",
-                "127.0.0.1",
-                "-p",
-                &self.port.to_string(),
-                "-js",
-                "-sd",
-            ])
-            .arg(self.dir.join("store"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .or_else(|_| {
-                Command::new("/usr/sbin/nats-server")
-                    .args([
-                        "-a",
-                        "127.0.0.1",
-                        "-p",
-                        &self.port.to_string(),
-                        "-js",
-                        "-sd",
-                    ])
-                    .arg(self.dir.join("store"))
-                    .stdout(Stdio::null())
-                    .stderr(Stdio::null())
-                    .spawn()
-            })
+        let port = self.port.to_string();
+        let store = self.dir.join("store");
+        // On PATH, or where Debian's package puts it (root's PATH may lack /usr/sbin).
+        let start = |binary: &str| {
+            Command::new(binary)
+                .args(["-a", "127.0.0.1", "-p", &port, "-js", "-sd"])
+                .arg(&store)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+        };
+        let child = start("nats-server")
+            .or_else(|_| start("/usr/sbin/nats-server"))
             .expect("nats-server starts");
         self.child = Some(child);
         for _ in 0..100 {
