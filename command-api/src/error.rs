@@ -174,7 +174,7 @@ impl ApiError {
                  the reservation stays `paying` until Marquee has asked the processor (within \
                  {} s), then shows `confirmed` with tickets, or `held` again if nothing was \
                  charged; a charge for a hold that ran out is refunded",
-                within.as_secs()
+                whole_seconds(*within)
             ),
             SeatsUnavailable(seats) => format!("already held or sold: {}", seats.join(", ")),
             ScreenBusy(d) => d.clone(),
@@ -200,7 +200,7 @@ impl ApiError {
         match self {
             Self::RateLimited(s) | Self::Overloaded(_, s) => Some(*s),
             Self::Unavailable(_) => Some(1),
-            Self::PaymentPending(within) => Some(within.as_secs().max(1)),
+            Self::PaymentPending(within) => Some(whole_seconds(*within)),
             _ => None,
         }
     }
@@ -464,6 +464,11 @@ fn problem_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi
         .content("application/problem+json", content)
         .build()
         .into()
+}
+
+/// Seconds rounded up, at least 1: a wait promised to a client is never shorter than the real one.
+fn whole_seconds(d: std::time::Duration) -> u64 {
+    (d.as_millis().div_ceil(1000) as u64).max(1)
 }
 
 #[cfg(test)]

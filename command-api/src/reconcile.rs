@@ -35,6 +35,12 @@ const GRACE: Duration = Duration::from_secs(2);
 /// Most payments and refunds handled per pass.
 const BATCH: i64 = 100;
 
+/// The longest a payment started now can stay unsettled when its charge gets no answer within
+/// `timeout`: the timeout, the grace, and one pass.
+pub fn settled_within(timeout: Duration) -> Duration {
+    timeout + GRACE + TICK
+}
+
 /// Runs until `shutdown` fires. `timeout` is the charge timeout of the engine's processes.
 pub async fn run(
     pool: PgPool,

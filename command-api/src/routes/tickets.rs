@@ -254,9 +254,7 @@ async fn charge_and_settle(
             // charge (and a retry would charge again); the payment stays open, pinning the
             // hold, until the reconciler has asked the processor and recorded the outcome.
             tracing::warn!(%payment, %reservation, error = %cause, "payment outcome unknown; the reconciler will settle it");
-            Err(ApiError::PaymentPending(
-                timeout + crate::reconcile::TICK * 3,
-            ))
+            Err(ApiError::PaymentPending(reconcile::settled_within(timeout)))
         }
     }
 }
