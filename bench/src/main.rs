@@ -29,6 +29,10 @@ use marquee_projections::Projection;
 use sqlx::PgPool;
 use std::time::Instant;
 
+/// The allocator the `marquee` binary uses, so the engine served here runs as it does there.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(version, about = "Marquee's benchmarks")]
 struct Cli {

@@ -200,18 +200,18 @@ impl BulkWriter<Showtime> for BulkSeatMaps {
             for (seat_index, seat) in row.seats.iter().enumerate() {
                 let holder = state.holder_of(&seat.label);
                 self.seats
-                    .plain(id.0)
+                    .uuid(id.0)
                     .text(seat.label.as_str())
                     .text(&row.name)
-                    .plain(row_index)
-                    .plain(seat_index)
-                    .plain(seat.column)
+                    .int4(row_index)
+                    .int4(seat_index)
+                    .int4(seat.column)
                     .text(seat.kind.as_str())
-                    .text(prices.get(&seat.kind).map_or("null", String::as_str))
-                    .uuid(holder.map(|h| h.id.0))
-                    .uuid(holder.map(|h| h.customer_id.0))
+                    .jsonb_text(prices.get(&seat.kind).map_or("null", String::as_str))
+                    .uuid_or_null(holder.map(|h| h.id.0))
+                    .uuid_or_null(holder.map(|h| h.customer_id.0))
                     .time(holder.and_then(|h| h.deadline()))
-                    .uuid(state.ticket_of(&seat.label).map(|t| t.id.0));
+                    .uuid_or_null(state.ticket_of(&seat.label).map(|t| t.id.0));
                 self.seats.end_row().await?;
             }
         }
@@ -230,7 +230,7 @@ impl BulkWriter<Showtime> for BulkSeatMaps {
         )
         .await?;
         for (reservation, showtime, expires) in &self.holds {
-            rows.plain(reservation).plain(showtime).time(Some(*expires));
+            rows.uuid(*reservation).uuid(*showtime).time(Some(*expires));
             rows.end_row().await?;
         }
         rows.finish().await?;

@@ -101,10 +101,10 @@ impl BulkWriter<Showtime> for BulkShowtimes {
             return Ok(());
         };
         self.rows
-            .plain(id.0)
-            .plain(d.movie_id.0)
-            .plain(d.theater_id.0)
-            .plain(d.screen_id.0)
+            .uuid(id.0)
+            .uuid(d.movie_id.0)
+            .uuid(d.theater_id.0)
+            .uuid(d.screen_id.0)
             .time(Some(d.starts_at))
             .time(Some(d.ends_at));
         match &d.format {
@@ -112,9 +112,9 @@ impl BulkWriter<Showtime> for BulkShowtimes {
             None => self.rows.null(),
         };
         self.rows
-            .json(&prices_json(d))
-            .plain(s.cancelled_at.is_some())
-            .plain(s.layout().capacity());
+            .jsonb(&prices_json(d))
+            .boolean(s.cancelled_at.is_some())
+            .int4(s.layout().capacity());
         self.rows.end_row().await
     }
 

@@ -87,12 +87,12 @@ impl BulkWriter<Showtime> for BulkTickets {
         };
         for t in s.tickets.values() {
             self.rows
-                .plain(t.id)
-                .plain(t.customer_id)
-                .plain(t.reservation_id)
-                .plain(showtime)
+                .uuid(t.id.0)
+                .uuid(t.customer_id.0)
+                .uuid(t.reservation_id.0)
+                .uuid(showtime.0)
                 .text(t.seat.as_str())
-                .json(&money_json(&t.price))
+                .jsonb(&money_json(&t.price))
                 .text(&t.code)
                 .text(match t.status {
                     TicketStatus::Valid => "valid",
