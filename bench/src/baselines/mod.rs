@@ -88,12 +88,15 @@ struct Baseline {
 /// The HTTP API with the booking calls answered by `store` and everything else by the engine.
 pub fn router(store: Arc<dyn SeatStore>, engine: AppState) -> Router {
     let keys = engine.keys.clone();
-    Router::new()
+    let booking = Router::new()
         .route("/v1/reservations", post(hold))
         .route("/v1/reservations/{id}", delete(release))
         .route("/v1/tickets", post(pay))
         .with_state(Baseline { store, keys })
-        .fallback_service(marquee_api::startup::router(engine))
+        .fallback_service(marquee_api::startup::routes().with_state(engine.clone()));
+    // Behind the engine's own middleware, so a request costs every design the same outside
+    // its booking logic.
+    marquee_api::startup::with_middleware(booking, engine)
 }
 
 /// The caller, from a bearer token signed with the engine's keys.

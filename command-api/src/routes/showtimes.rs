@@ -267,10 +267,6 @@ async fn create(
 }
 
 /// The committed state of a showtime, or 404.
-pub async fn state_of(state: &AppState, id: Uuid) -> Result<ShowtimeAggregate, ApiError> {
-    read_state(state, id, Clone::clone).await
-}
-
 /// Reads from the committed state of a showtime without copying it (a hot showtime's state
 /// holds every hold and ticket), or 404.
 pub async fn read_state<T>(
@@ -298,10 +294,8 @@ async fn get_one(
         return Ok(axum::Json(row.into()));
     }
     // Not projected yet (just scheduled): answer from the showtime's writer.
-    let showtime = state_of(&state, id).await?;
-    Ok(axum::Json(
-        Showtime::from_state(&showtime, now()).ok_or(ApiError::NotFound)?,
-    ))
+    let showtime = read_state(&state, id, |s| Showtime::from_state(s, now())).await?;
+    Ok(axum::Json(showtime.ok_or(ApiError::NotFound)?))
 }
 
 /// Maps a refused showtime command to its HTTP answer.

@@ -1,0 +1,161 @@
+//! The command side's lookup rows: recording a whole batch of events at once leaves exactly
+//! the rows that recording them one at a time, in order, leaves.
+
+use crate::helpers::{fresh_database, test_config};
+use chrono::{Duration, Utc};
+use marquee_api::booking_index;
+use marquee_domain::showtime::{
+    IssuedTicket, PaymentFailed, PaymentStarted, ReleaseReason, SeatsHeld, ShowtimeEvent,
+    TicketRefunded, TicketsIssued,
+};
+use marquee_domain::{
+    Currency, Money, PaymentId, ReservationId, SeatLabel, ShowtimeId, TicketId, UserId,
+};
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Every lookup table, as sorted text rows.
+async fn lookups(pool: &PgPool) -> Vec<Vec<String>> {
+    let mut tables = Vec::new();
+    for query in [
+        "select reservation_id::text || showtime_id || customer_id from reservation_index",
+        "select ticket_id::text || showtime_id || reservation_id || customer_id from ticket_index",
+        "select reservation_id::text || showtime_id || expires_at || due_at from hold_timers",
+        "select payment_id::text || showtime_id || reservation_id || started_at || pinned_until
+         from payments_in_flight",
+        "select refund_id || payment_id || amount || currency || recorded_at from refunds_due",
+    ] {
+        let mut rows: Vec<String> = sqlx::query_scalar(query).fetch_all(pool).await.unwrap();
+        rows.sort();
+        tables.push(rows);
+    }
+    tables
+}
+
+async fn clear(pool: &PgPool) {
+    sqlx::query(
+        "truncate reservation_index, ticket_index, hold_timers, payments_in_flight, refunds_due",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+}
+
+/// A batch with every kind of event, including a hold released and a payment failed and
+/// retried within it, so the gathered writes and the one-by-one ones must interleave right.
+fn story() -> Vec<ShowtimeEvent> {
+    let t0 = Utc::now();
+    let eur = Currency::parse("EUR").unwrap();
+    let price = Money::new(1500, eur).unwrap();
+    let customer = UserId(Uuid::now_v7());
+    let [r1, r2, r3, r4] = [(); 4].map(|_| ReservationId(Uuid::now_v7()));
+    let [p1, p2, p3] = [(); 3].map(|_| PaymentId(Uuid::now_v7()));
+    let [k1, k2] = [(); 2].map(|_| TicketId(Uuid::now_v7()));
+    let held = |r: ReservationId, seat: &str, minutes: i64| {
+        ShowtimeEvent::SeatsHeld(SeatsHeld {
+            reservation_id: r,
+            customer_id: customer,
+            seats: vec![SeatLabel::parse(seat).unwrap()],
+            total: price.clone(),
+            held_at: t0,
+            expires_at: t0 + Duration::minutes(minutes),
+        })
+    };
+    let started = |r: ReservationId, p: PaymentId| {
+        ShowtimeEvent::PaymentStarted(PaymentStarted {
+            reservation_id: r,
+            payment_id: p,
+            amount: price.clone(),
+            started_at: t0,
+            pinned_until: t0 + Duration::minutes(20),
+        })
+    };
+    let ticket = |k: TicketId, seat: &str| IssuedTicket {
+        ticket_id: k,
+        seat: SeatLabel::parse(seat).unwrap(),
+        price: price.clone(),
+        code: format!("code-{k}"),
+    };
+    vec![
+        held(r1, "A1", 7),
+        held(r2, "A2", 7),
+        ShowtimeEvent::HoldReleased {
+            reservation_id: r1,
+            reason: ReleaseReason::Customer,
+            released_at: t0,
+        },
+        started(r2, p1),
+        ShowtimeEvent::PaymentFailed(PaymentFailed {
+            reservation_id: r2,
+            payment_id: p1,
+            reason: "declined".into(),
+            retryable: true,
+            failed_at: t0,
+        }),
+        held(r3, "A3", 5),
+        started(r2, p2),
+        ShowtimeEvent::TicketsIssued(TicketsIssued {
+            reservation_id: r2,
+            payment_id: p2,
+            customer_id: customer,
+            tickets: vec![ticket(k1, "A2"), ticket(k2, "A4")],
+            issued_at: t0,
+        }),
+        ShowtimeEvent::HoldExpired {
+            reservation_id: r3,
+            expired_at: t0,
+        },
+        held(r4, "A5", 7),
+        started(r4, p3),
+        ShowtimeEvent::PaymentRefunded {
+            reservation_id: r4,
+            payment_id: p3,
+            amount: price.clone(),
+            refunded_at: t0,
+        },
+        ShowtimeEvent::TicketRefunded(TicketRefunded {
+            ticket_id: k1,
+            reservation_id: r2,
+            payment_id: p2,
+            amount: price.clone(),
+            refunded_at: t0,
+        }),
+        held(ReservationId(Uuid::now_v7()), "A6", 7),
+    ]
+}
+
+#[tokio::test]
+async fn a_batch_leaves_the_rows_that_its_events_one_by_one_leave() {
+    // A database alone: an engine's reconciler would pay (and remove) the refunds meanwhile.
+    let config = test_config(&fresh_database());
+    let pool = &marquee_api::db::connect_and_migrate(&config.database_url)
+        .await
+        .unwrap();
+    let showtime = ShowtimeId(Uuid::now_v7());
+    let events = story();
+
+    clear(pool).await;
+    for event in &events {
+        let mut tx = pool.begin().await.unwrap();
+        booking_index::record(&mut tx, showtime, std::slice::from_ref(event))
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    }
+    let one_by_one = lookups(pool).await;
+
+    clear(pool).await;
+    let mut tx = pool.begin().await.unwrap();
+    booking_index::record(&mut tx, showtime, &events)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let batched = lookups(pool).await;
+
+    assert_eq!(batched, one_by_one);
+    // What the story leaves: five reservations, two tickets, the timers of the two holds
+    // neither released, expired nor ticketed (a refunded payment leaves its hold's timer),
+    // no payment in flight, two refunds due. So the comparison is not between empty tables.
+    let sizes: Vec<usize> = batched.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [5, 2, 2, 0, 2], "{batched:?}");
+}
