@@ -221,6 +221,11 @@ impl Workload {
             let hold: Value = response.json().await.unwrap_or_default();
             let id = hold["id"].as_str().unwrap_or_default();
             self.follow_up(token, id, rng.gen()).await;
+        } else {
+            // Read every answer to its end, as a client does: a connection whose response
+            // body was left unread cannot be reused, and each following request would pay
+            // a new TCP connection (which had filled the port range with TIME_WAIT sockets).
+            let _ = response.bytes().await;
         }
         (Some(status), latency)
     }
@@ -239,22 +244,25 @@ impl Workload {
 
     async fn follow_up(&self, token: &str, reservation: &str, roll: f64) {
         let base = &self.base;
-        if roll < 0.01 {
-            let _ = self
-                .client
+        let sent = if roll < 0.01 {
+            self.client
                 .post(format!("{base}/v1/tickets"))
                 .bearer_auth(token)
                 .json(&json!({"reservation_id": reservation,
                               "payment": {"card_number": "4242424242424242"}}))
                 .send()
-                .await;
+                .await
         } else if roll < 0.75 {
-            let _ = self
-                .client
+            self.client
                 .delete(format!("{base}/v1/reservations/{reservation}"))
                 .bearer_auth(token)
                 .send()
-                .await;
+                .await
+        } else {
+            return;
+        };
+        if let Ok(response) = sent {
+            let _ = response.bytes().await;
         }
     }
 }

@@ -6,6 +6,10 @@ use std::time::Duration;
 
 /// Shortest accepted token signing secret, in bytes.
 pub const MIN_JWT_SECRET_BYTES: usize = 32;
+/// Requests in flight past which the API sheds at once (see `crate::admission`): enough for
+/// the hot-showtime benchmark's 1,000 clients in a closed loop to wait a little rather than
+/// be shed, few enough that an admitted request does not queue behind seconds of work.
+pub const DEFAULT_MAX_IN_FLIGHT: u64 = 1024;
 
 /// Everything the engine reads from its environment.
 #[derive(Clone, Debug)]
@@ -36,6 +40,9 @@ pub struct Config {
     /// `MARQUEE_SHOWTIME_MAX_WAIT_MS`: the longest a command may wait in a showtime's queue
     /// before it is shed with `503 overloaded`; `None` (0) never sheds by time.
     pub showtime_max_wait: Option<Duration>,
+    /// `MARQUEE_MAX_IN_FLIGHT`: requests this process works on at once; one more is answered
+    /// `503 overloaded` at once, before any work. `None` (0) admits everything.
+    pub max_in_flight: Option<usize>,
     /// `MARQUEE_SHOWTIME_WRITER`: `batched` (the default) or `direct`, the stock
     /// load-decide-append-retry path, kept as the benchmark baseline.
     pub writer_mode: crate::writer::WriterMode,
@@ -104,6 +111,10 @@ impl Config {
             showtime_max_wait: match number(&var, "MARQUEE_SHOWTIME_MAX_WAIT_MS", 0)? {
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),
+            },
+            max_in_flight: match number(&var, "MARQUEE_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)? {
+                0 => None,
+                n => Some(n as usize),
             },
             writer_mode: match var("MARQUEE_SHOWTIME_WRITER").as_deref() {
                 None | Some("batched") => crate::writer::WriterMode::Batched,

@@ -21,6 +21,7 @@
 //! - [`startup`]: builds the state and router, and runs the engine's roles (API, relay,
 //!   projector).
 
+pub mod admission;
 pub mod auth;
 pub mod booking_index;
 pub mod check;

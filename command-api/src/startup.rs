@@ -4,6 +4,7 @@
 //! The engine has three roles that one process runs together by default and that can run
 //! alone for scale-out: the API (with the hold-expiry timer), the relay, and the projector.
 
+use crate::admission;
 use crate::auth::{bootstrap_admin, signing_secret, TokenKeys};
 use crate::config::Config;
 use crate::error::{log_internal_errors, method_not_allowed, not_found};
@@ -130,7 +131,12 @@ pub fn with_middleware(app: Router<AppState>, state: AppState) -> Router {
             axum::response::IntoResponse::into_response(crate::error::ApiError::Internal(
                 anyhow::anyhow!("a request handler panicked"),
             ))
-        }));
+        }))
+        // Outside everything that works on a request, so shedding one costs next to nothing.
+        .layer(axum::middleware::from_fn_with_state(
+            admission::Gate::new(state.config.max_in_flight),
+            admission::admit,
+        ));
     // Outside the panic catcher, so even that answer carries them.
     routes::with_security_headers(app)
         .layer(PropagateRequestIdLayer::new(x_request_id.clone()))

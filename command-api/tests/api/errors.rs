@@ -272,3 +272,40 @@ async fn a_full_showtime_queue_sheds_with_503_and_retry_after() {
     }
     assert!(shed > 0, "200 holds at once cannot all fit a queue of one");
 }
+
+#[tokio::test]
+async fn requests_past_the_in_flight_cap_are_shed_at_once() {
+    let mut config = test_config(&fresh_database());
+    config.max_in_flight = Some(1);
+    // A payment that stays in flight long enough to be the one request in progress.
+    config.payment_latency = std::time::Duration::from_millis(1500);
+    let app = spawn_with(config).await;
+    let showtime = app.showtime().await;
+    let (ann, bob) = (app.customer().await, app.customer().await);
+    let reservation = app.hold_id(&ann, &showtime, &["A1"]).await;
+
+    let (paid, (shed, health)) =
+        tokio::join!(app.pay(&ann, &reservation, "4242424242424242"), async {
+            tokio::time::sleep(std::time::Duration::from_millis(400)).await;
+            let shed = app.hold(&ann, &showtime, &["A2"]).await;
+            (shed, app.get("/healthz", None).await)
+        });
+
+    assert_eq!(shed.headers()["retry-after"], "1");
+    problem(shed, 503, "overloaded").await;
+    assert_eq!(
+        health.status(),
+        StatusCode::OK,
+        "health checks are never shed"
+    );
+    assert_eq!(
+        paid.status(),
+        StatusCode::CREATED,
+        "the admitted request was served"
+    );
+    // The shed hold changed nothing: A2 is free for someone else, now that there is room.
+    assert_eq!(
+        app.hold(&bob, &showtime, &["A2"]).await.status(),
+        StatusCode::CREATED
+    );
+}

@@ -38,6 +38,7 @@ pub fn test_config(database: &str) -> Config {
         payment_timeout: Duration::from_secs(30),
         showtime_queue: 4096,
         showtime_max_wait: None,
+        max_in_flight: None,
         writer_mode: marquee_api::writer::WriterMode::Batched,
         // Tests drive many requests from one address; `security.rs` turns limits on itself.
         rate_limits: None,
