@@ -107,10 +107,16 @@ impl Projection for SeatMaps {
                 free(db, t.reservation_id.0).await?;
             }
             ShowtimeEvent::TicketRefunded(r) => {
-                sqlx::query("update seats_view set ticket_id = null where ticket_id = $1")
-                    .bind(r.ticket_id.0)
-                    .execute(db)
-                    .await?;
+                // By the showtime too: `ticket_id` has no index of its own, and without the
+                // key's prefix each refund scanned every seat of every showtime.
+                sqlx::query(
+                    "update seats_view set ticket_id = null
+                     where showtime_id = $1 and ticket_id = $2",
+                )
+                .bind(showtime)
+                .bind(r.ticket_id.0)
+                .execute(db)
+                .await?;
             }
             ShowtimeEvent::PaymentRefunded { .. } | ShowtimeEvent::ShowtimeCancelled { .. } => {}
         }
