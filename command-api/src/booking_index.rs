@@ -80,12 +80,14 @@ impl Gathered {
         showtime: Uuid,
     ) -> Result<(), sqlx::Error> {
         if !self.reservations.is_empty() {
-            let (ids, rest): (Vec<Uuid>, Vec<(Uuid, DateTime<Utc>)>) = self
-                .reservations
-                .drain(..)
-                .map(|(id, customer, expires)| (id, (customer, expires)))
-                .unzip();
-            let (customers, expiries): (Vec<Uuid>, Vec<DateTime<Utc>>) = rest.into_iter().unzip();
+            let mut ids = Vec::with_capacity(self.reservations.len());
+            let mut customers = Vec::with_capacity(self.reservations.len());
+            let mut expiries = Vec::with_capacity(self.reservations.len());
+            for (id, customer, expires) in self.reservations.drain(..) {
+                ids.push(id);
+                customers.push(customer);
+                expiries.push(expires);
+            }
             sqlx::query(
                 "insert into reservation_index (reservation_id, showtime_id, customer_id)
                  select r, $2, c from unnest($1::uuid[], $3::uuid[]) as t(r, c)

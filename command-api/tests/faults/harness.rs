@@ -200,6 +200,17 @@ fn as_postgres(args: &[&str]) -> std::process::Output {
     output.expect("PostgreSQL's tools run")
 }
 
+/// Runs a PostgreSQL tool as [`as_postgres`] does and fails the test, with the tool's
+/// errors, if it did not succeed.
+fn as_postgres_ok(what: &str, args: &[&str]) {
+    let out = as_postgres(args);
+    assert!(
+        out.status.success(),
+        "{what}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn running_as_root() -> bool {
     Command::new("id")
         .arg("-u")
@@ -222,19 +233,17 @@ impl PrivatePostgres {
                 .status()
                 .unwrap();
         }
-        let init = as_postgres(&[
-            &format!("{PG_BIN}/initdb"),
-            "-D",
-            data.to_str().unwrap(),
-            "-U",
-            "root",
-            "--auth=trust",
-            "--no-sync",
-        ]);
-        assert!(
-            init.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&init.stderr)
+        as_postgres_ok(
+            "initdb",
+            &[
+                &format!("{PG_BIN}/initdb"),
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "root",
+                "--auth=trust",
+                "--no-sync",
+            ],
         );
         let pg = Self {
             port: free_port(),
@@ -258,39 +267,35 @@ impl PrivatePostgres {
             self.port,
             self.dir.to_str().unwrap()
         );
-        let out = as_postgres(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            &self.data(),
-            "-o",
-            &options,
-            "-l",
-            self.dir.join("postgres.log").to_str().unwrap(),
-            "-w",
-            "start",
-        ]);
-        assert!(
-            out.status.success(),
-            "pg_ctl start: {}",
-            String::from_utf8_lossy(&out.stderr)
+        as_postgres_ok(
+            "pg_ctl start",
+            &[
+                &format!("{PG_BIN}/pg_ctl"),
+                "-D",
+                &self.data(),
+                "-o",
+                &options,
+                "-l",
+                self.dir.join("postgres.log").to_str().unwrap(),
+                "-w",
+                "start",
+            ],
         );
     }
 
     /// Stops the server the hard way: every connection is cut, nothing waits.
     pub fn down(&self) {
-        let out = as_postgres(&[
-            &format!("{PG_BIN}/pg_ctl"),
-            "-D",
-            &self.data(),
-            "-m",
-            "immediate",
-            "-w",
-            "stop",
-        ]);
-        assert!(
-            out.status.success(),
-            "pg_ctl stop: {}",
-            String::from_utf8_lossy(&out.stderr)
+        as_postgres_ok(
+            "pg_ctl stop",
+            &[
+                &format!("{PG_BIN}/pg_ctl"),
+                "-D",
+                &self.data(),
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
         );
     }
 }
