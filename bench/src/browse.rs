@@ -68,22 +68,30 @@ async fn browse(
     let showtimes: Arc<[String]> = catalog(target, &client).await?.into();
     wait_for_read_models(&client, &target.base, showtimes.len()).await?;
     let urls = Arc::new(Urls::new(&target.base));
-    let until = Instant::now() + Duration::from_secs(seconds);
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..clients)
-        .map(|i| {
-            let (client, urls, showtimes) = (client.clone(), urls.clone(), showtimes.clone());
-            tokio::spawn(async move { reader(client, &urls, &showtimes, i as u64, until).await })
-        })
-        .collect();
-    let mut total = vec![empty(); KINDS.len()];
-    for t in futures::future::join_all(tasks).await {
-        for (sum, part) in total.iter_mut().zip(t?) {
-            sum.latency.add(part.latency)?;
-            sum.errors += part.errors;
+    // The readers run apart from the engine's runtime, as the booking load does.
+    crate::load::apart(move || async move {
+        // A client of its own: connections live on the runtime that opened them.
+        let client = Client::builder().timeout(Duration::from_secs(60)).build()?;
+        let until = Instant::now() + Duration::from_secs(seconds);
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..clients)
+            .map(|i| {
+                let (client, urls, showtimes) = (client.clone(), urls.clone(), showtimes.clone());
+                tokio::spawn(
+                    async move { reader(client, &urls, &showtimes, i as u64, until).await },
+                )
+            })
+            .collect();
+        let mut total = vec![empty(); KINDS.len()];
+        for t in futures::future::join_all(tasks).await {
+            for (sum, part) in total.iter_mut().zip(t?) {
+                sum.latency.add(part.latency)?;
+                sum.errors += part.errors;
+            }
         }
-    }
-    Ok((started.elapsed().as_secs_f64(), total))
+        Ok((started.elapsed().as_secs_f64(), total))
+    })
+    .await
 }
 
 fn empty() -> ReadTally {

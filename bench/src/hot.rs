@@ -175,7 +175,9 @@ async fn closed(
     let target = Target::start(server, design, API_ONLY, showtimes, clients).await?;
     let work = workload(&target, choice)?;
     let started = Instant::now();
-    let result = load::closed_loop(&work, &target.tokens, seconds).await;
+    let tokens = target.tokens.clone();
+    let result =
+        load::apart(move || async move { load::closed_loop(&work, &tokens, seconds).await }).await;
     let elapsed = started.elapsed().as_secs_f64();
     let audit = target.audit().await;
     target.stop().await?;
@@ -258,7 +260,12 @@ async fn open_loop(server: &str, plan: &Plan, outcomes: &[Outcome]) -> anyhow::R
             let rate = saturation * f64::from(load) / 100.0;
             let target = Target::start(server, Design::E, API_ONLY, 1, customers).await?;
             let work = workload(&target, choice)?;
-            let result = load::open_loop(&work, &target.tokens, rate, plan.seconds).await;
+            let (tokens, seconds) = (target.tokens.clone(), plan.seconds);
+            let result =
+                load::apart(
+                    move || async move { load::open_loop(&work, &tokens, rate, seconds).await },
+                )
+                .await;
             let audit = target.audit().await;
             target.stop().await?;
             let (t, violations) = (result?, audit?.len());

@@ -267,6 +267,31 @@ impl Workload {
     }
 }
 
+/// Runs a load on a tokio runtime of its own, with two worker threads (the machine's cores),
+/// and waits for it.
+///
+/// The server under test serves from the caller's runtime. Sharing that runtime, the load's
+/// customers queued behind the server's tasks and the server's behind theirs, and an open
+/// loop's schedule ran late whenever the server was busy, which no real client does. On a
+/// runtime apart, the operating system shares the cores between load and server as between
+/// any two programs on one machine.
+pub async fn apart<F, Fut, T>(load: F) -> anyhow::Result<T>
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = anyhow::Result<T>>,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(move || {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("load")
+            .enable_all()
+            .build()?;
+        runtime.block_on(load())
+    })
+    .await?
+}
+
 /// Every client acts back to back until `seconds` have passed.
 pub async fn closed_loop(
     work: &Workload,

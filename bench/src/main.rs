@@ -36,11 +36,14 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 #[derive(Parser)]
 #[command(version, about = "Marquee's benchmarks")]
 struct Cli {
-    /// PostgreSQL server to create the benchmark databases on.
+    /// PostgreSQL server to create the benchmark databases on; connection options may follow
+    /// a `?`. Plain TCP by default, as the Redis baseline talks to its server: TLS to a
+    /// database on the same machine only adds its cost to the designs that use PostgreSQL
+    /// (`?sslmode=prefer` measures with it).
     #[arg(
         long,
         env = "MARQUEE_BENCH_SERVER",
-        default_value = "postgres://root@127.0.0.1:5432"
+        default_value = "postgres://root@127.0.0.1:5432?sslmode=disable"
     )]
     server: String,
     #[command(subcommand)]
@@ -144,11 +147,11 @@ async fn main() -> anyhow::Result<()> {
 
 /// A fresh database (dropped first if a previous run left it) with a generated history.
 async fn database(server: &str, name: &str, events: u64) -> anyhow::Result<(PgPool, u64)> {
-    let admin = PgPool::connect(&format!("{server}/postgres")).await?;
+    let admin = PgPool::connect(&target::database_url(server, "postgres")).await?;
     sqlx::query(&format!("drop database if exists {name} with (force)"))
         .execute(&admin)
         .await?;
-    let pool = marquee_api::db::connect_and_migrate(&format!("{server}/{name}")).await?;
+    let pool = marquee_api::db::connect_and_migrate(&target::database_url(server, name)).await?;
     let started = Instant::now();
     let written =
         marquee_api::generate::generate(&pool, events, 1, &indicatif::ProgressBar::hidden())

@@ -214,7 +214,7 @@ impl Target {
             let js = async_nats::jetstream::new(async_nats::connect(url).await?);
             let _ = js.delete_stream(stream).await;
         }
-        let admin = sqlx::PgPool::connect(&format!("{}/postgres", self.server)).await?;
+        let admin = sqlx::PgPool::connect(&database_url(&self.server, "postgres")).await?;
         sqlx::query(&format!(
             "drop database if exists {} with (force)",
             self.database
@@ -223,6 +223,15 @@ impl Target {
         .await?;
         admin.close().await;
         Ok(())
+    }
+}
+
+/// The URL of `database` on `server`, which may carry connection options after a `?`
+/// (`postgres://root@127.0.0.1:5432?sslmode=disable`): they go after the database name.
+pub fn database_url(server: &str, database: &str) -> String {
+    match server.split_once('?') {
+        Some((address, options)) => format!("{address}/{database}?{options}"),
+        None => format!("{server}/{database}"),
     }
 }
 
@@ -237,7 +246,7 @@ fn config(server: &str, database: &str, design: Design) -> anyhow::Result<Config
             .ok()
             .filter(|v| var != "DATABASE_URL" && !v.is_empty()),
     })?;
-    config.database_url = format!("{server}/{database}");
+    config.database_url = database_url(server, database);
     config.namespace = format!("bench{}", &database[database.len() - 8..]);
     config.hold_for = Duration::from_secs(5);
     config.admin = Some((ADMIN.0.into(), ADMIN.1.into()));
@@ -257,7 +266,7 @@ async fn baseline(
     Ok(match design {
         Design::E | Design::N1 => (None, None),
         Design::N2 => {
-            let store = SqlStore::create(&format!("{server}/{database}")).await?;
+            let store = SqlStore::create(&database_url(server, database)).await?;
             (Some(Arc::new(store)), None)
         }
         Design::R => {

@@ -3,10 +3,11 @@
 //! belongs to, when each open hold is due to expire, which payments have no recorded outcome
 //! yet and which refunds the card processor has still to pay.
 
+use crate::event_store::{EventColumns, NewEvent, StoreError};
 use chrono::{DateTime, Utc};
 use marquee_domain::showtime::ShowtimeEvent;
 use marquee_domain::{Money, ShowtimeId};
-use sqlx::{Postgres, Transaction};
+use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
 /// Updates the lookups for a batch of events of one showtime.
@@ -16,55 +17,51 @@ use uuid::Uuid;
 /// reservations, tickets and timers, deleted timers, settled payments) are gathered and sent
 /// as one statement per table; the rare ones (a payment starting or failing, a refund) first
 /// send what was gathered, then run on their own, so every row ends as if the events had been
-/// applied one by one, in order.
+/// applied one by one, in order. (A batch of common events alone can go in one statement with
+/// its events: see [`gather`] and [`Lookups::append_with`].)
 pub async fn record(
     tx: &mut Transaction<'_, Postgres>,
     showtime: ShowtimeId,
     events: &[ShowtimeEvent],
 ) -> Result<(), sqlx::Error> {
-    let mut gathered = Gathered::default();
+    let mut gathered = Lookups::default();
     for event in events {
-        match event {
-            ShowtimeEvent::SeatsHeld(e) => {
-                let reservation = e.reservation_id.0;
-                if gathered.timers_deleted.contains(&reservation) {
-                    // Its insert must come after that delete.
-                    gathered.send(tx, showtime.0).await?;
-                }
-                gathered
-                    .reservations
-                    .push((reservation, e.customer_id.0, e.expires_at));
-            }
-            ShowtimeEvent::HoldReleased { reservation_id, .. }
-            | ShowtimeEvent::HoldExpired { reservation_id, .. } => {
-                gathered.timers_deleted.push(reservation_id.0);
-            }
-            ShowtimeEvent::TicketsIssued(e) => {
-                gathered.settled.push(e.payment_id.0);
-                gathered.timers_deleted.push(e.reservation_id.0);
-                gathered.tickets.extend(
-                    e.tickets
-                        .iter()
-                        .map(|t| (t.ticket_id.0, e.reservation_id.0, e.customer_id.0)),
+        match gathered.add(event) {
+            Step::Added => {}
+            Step::SendFirst => {
+                gathered.send(tx, showtime.0).await?;
+                let added = gathered.add(event);
+                debug_assert!(
+                    matches!(added, Step::Added),
+                    "nothing gathered is in its way"
                 );
             }
-            ShowtimeEvent::ShowtimeScheduled { .. } | ShowtimeEvent::ShowtimeCancelled { .. } => {}
-            rare @ (ShowtimeEvent::PaymentStarted(_)
-            | ShowtimeEvent::PaymentFailed(_)
-            | ShowtimeEvent::PaymentRefunded { .. }
-            | ShowtimeEvent::TicketRefunded(_)) => {
+            Step::Rare => {
                 gathered.send(tx, showtime.0).await?;
-                record_one(tx, showtime.0, rare).await?;
+                record_one(tx, showtime.0, event).await?;
             }
         }
     }
     gathered.send(tx, showtime.0).await
 }
 
+/// The lookup writes of `events` gathered per table, when the batch is made of common events
+/// whose writes keep their order as inserts first, then deletes; `None` when it needs
+/// [`record`]'s statement-by-statement way.
+pub fn gather(events: &[ShowtimeEvent]) -> Option<Lookups> {
+    let mut gathered = Lookups::default();
+    for event in events {
+        if !matches!(gathered.add(event), Step::Added) {
+            return None;
+        }
+    }
+    Some(gathered)
+}
+
 /// The common writes of a run of events, sent together: inserts first, then deletes, which
 /// is their order within the run (a timer deleted before it is inserted again is sent apart).
 #[derive(Default)]
-struct Gathered {
+pub struct Lookups {
     /// New holds: reservation, customer, expiry.
     reservations: Vec<(Uuid, Uuid, DateTime<Utc>)>,
     /// New tickets: ticket, reservation, customer.
@@ -73,21 +70,88 @@ struct Gathered {
     settled: Vec<Uuid>,
 }
 
-impl Gathered {
+/// What [`Lookups::add`] did with an event.
+enum Step {
+    Added,
+    /// Its writes must follow what was gathered: send that first, then add it.
+    SendFirst,
+    /// It is written on its own ([`record_one`]), after what was gathered.
+    Rare,
+}
+
+impl Lookups {
+    fn add(&mut self, event: &ShowtimeEvent) -> Step {
+        match event {
+            ShowtimeEvent::SeatsHeld(e) => {
+                let reservation = e.reservation_id.0;
+                if self.timers_deleted.contains(&reservation) {
+                    // Its insert must come after that delete.
+                    return Step::SendFirst;
+                }
+                self.reservations
+                    .push((reservation, e.customer_id.0, e.expires_at));
+            }
+            ShowtimeEvent::HoldReleased { reservation_id, .. }
+            | ShowtimeEvent::HoldExpired { reservation_id, .. } => {
+                self.timers_deleted.push(reservation_id.0);
+            }
+            ShowtimeEvent::TicketsIssued(e) => {
+                self.settled.push(e.payment_id.0);
+                self.timers_deleted.push(e.reservation_id.0);
+                self.tickets.extend(
+                    e.tickets
+                        .iter()
+                        .map(|t| (t.ticket_id.0, e.reservation_id.0, e.customer_id.0)),
+                );
+            }
+            ShowtimeEvent::ShowtimeScheduled { .. } | ShowtimeEvent::ShowtimeCancelled { .. } => {}
+            ShowtimeEvent::PaymentStarted(_)
+            | ShowtimeEvent::PaymentFailed(_)
+            | ShowtimeEvent::PaymentRefunded { .. }
+            | ShowtimeEvent::TicketRefunded(_) => return Step::Rare,
+        }
+        Step::Added
+    }
+
+    /// Appends `rows` (events of this showtime) and these lookups in one statement, which
+    /// commits on its own: see `migrations/*_append_showtime_batch.sql`. A sequence that is
+    /// already taken fails it whole with [`StoreError::Conflict`].
+    pub async fn append_with(
+        self,
+        pool: &PgPool,
+        showtime: ShowtimeId,
+        rows: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        let (reservations, customers, expiries) = unzip3(self.reservations);
+        let (tickets, ticket_reservations, ticket_customers) = unzip3(self.tickets);
+        let query = sqlx::query(
+            "select append_showtime_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                          $13, $14, $15, $16)",
+        );
+        EventColumns::of(rows)
+            .bind(query)
+            .bind(showtime.0)
+            .bind(reservations)
+            .bind(customers)
+            .bind(expiries)
+            .bind(tickets)
+            .bind(ticket_reservations)
+            .bind(ticket_customers)
+            .bind(self.timers_deleted)
+            .bind(self.settled)
+            .execute(pool)
+            .await
+            .map_err(StoreError::from_insert)?;
+        Ok(())
+    }
+
     async fn send(
         &mut self,
         tx: &mut Transaction<'_, Postgres>,
         showtime: Uuid,
     ) -> Result<(), sqlx::Error> {
         if !self.reservations.is_empty() {
-            let mut ids = Vec::with_capacity(self.reservations.len());
-            let mut customers = Vec::with_capacity(self.reservations.len());
-            let mut expiries = Vec::with_capacity(self.reservations.len());
-            for (id, customer, expires) in self.reservations.drain(..) {
-                ids.push(id);
-                customers.push(customer);
-                expiries.push(expires);
-            }
+            let (ids, customers, expiries) = unzip3(self.reservations.drain(..));
             sqlx::query(
                 "insert into reservation_index (reservation_id, showtime_id, customer_id)
                  select r, $2, c from unnest($1::uuid[], $3::uuid[]) as t(r, c)
@@ -110,14 +174,7 @@ impl Gathered {
             .await?;
         }
         if !self.tickets.is_empty() {
-            let mut ids = Vec::with_capacity(self.tickets.len());
-            let mut reservations = Vec::with_capacity(self.tickets.len());
-            let mut customers = Vec::with_capacity(self.tickets.len());
-            for (ticket, reservation, customer) in self.tickets.drain(..) {
-                ids.push(ticket);
-                reservations.push(reservation);
-                customers.push(customer);
-            }
+            let (ids, reservations, customers) = unzip3(self.tickets.drain(..));
             sqlx::query(
                 "insert into ticket_index (ticket_id, showtime_id, reservation_id, customer_id)
                  select t, $2, r, c from unnest($1::uuid[], $3::uuid[], $4::uuid[]) as x(t, r, c)
@@ -146,6 +203,17 @@ impl Gathered {
         }
         Ok(())
     }
+}
+
+/// Rows of three columns as three column arrays, for `unnest`.
+fn unzip3<A, B, C>(rows: impl IntoIterator<Item = (A, B, C)>) -> (Vec<A>, Vec<B>, Vec<C>) {
+    let mut columns = (Vec::new(), Vec::new(), Vec::new());
+    for (a, b, c) in rows {
+        columns.0.push(a);
+        columns.1.push(b);
+        columns.2.push(c);
+    }
+    columns
 }
 
 /// The rare events, one statement at a time.

@@ -74,7 +74,8 @@ pub fn database_unavailable(e: &sqlx::Error) -> bool {
 }
 
 impl StoreError {
-    fn from_insert(e: sqlx::Error) -> Self {
+    /// An insert's error: a taken key is [`StoreError::Conflict`].
+    pub fn from_insert(e: sqlx::Error) -> Self {
         match &e {
             sqlx::Error::Database(d) if d.code().as_deref() == Some("23505") => Self::Conflict,
             _ => e.into(),
@@ -207,27 +208,56 @@ pub async fn insert(
     if events.is_empty() {
         return Ok(());
     }
-    let col = |f: fn(&NewEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
     // append_events (see its migration) inserts under a short lock so that positions follow
     // transaction ids; readers of the log rely on it.
-    sqlx::query("select append_events($1, $2, $3, $4, $5, $6, $7)")
-        .bind(col(|e| e.aggregate_type.to_owned()))
-        .bind(col(|e| e.aggregate_id.clone()))
-        .bind(events.iter().map(|e| e.sequence).collect::<Vec<_>>())
-        .bind(col(|e| e.event_type.clone()))
-        .bind(col(|e| e.event_version.clone()))
-        .bind(events.iter().map(|e| e.payload.clone()).collect::<Vec<_>>())
-        .bind(
-            events
-                .iter()
-                .map(|e| e.metadata.clone())
-                .collect::<Vec<_>>(),
-        )
+    let query = sqlx::query("select append_events($1, $2, $3, $4, $5, $6, $7)");
+    EventColumns::of(events)
+        .bind(query)
         .execute(&mut **tx)
         .await
         .map_err(StoreError::from_insert)?;
     Ok(())
 }
+
+/// Events as the column arrays `append_events` takes, in its parameter order.
+pub struct EventColumns {
+    aggregate_types: Vec<&'static str>,
+    aggregate_ids: Vec<String>,
+    sequences: Vec<i64>,
+    event_types: Vec<String>,
+    event_versions: Vec<String>,
+    payloads: Vec<Value>,
+    metadatas: Vec<Value>,
+}
+
+impl EventColumns {
+    pub fn of(events: &[NewEvent]) -> Self {
+        let col = |f: fn(&NewEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
+        Self {
+            aggregate_types: events.iter().map(|e| e.aggregate_type).collect(),
+            aggregate_ids: col(|e| e.aggregate_id.clone()),
+            sequences: events.iter().map(|e| e.sequence).collect(),
+            event_types: col(|e| e.event_type.clone()),
+            event_versions: col(|e| e.event_version.clone()),
+            payloads: events.iter().map(|e| e.payload.clone()).collect(),
+            metadatas: events.iter().map(|e| e.metadata.clone()).collect(),
+        }
+    }
+
+    /// Binds the seven arrays as the next parameters of `query`.
+    pub fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
+        query
+            .bind(self.aggregate_types)
+            .bind(self.aggregate_ids)
+            .bind(self.sequences)
+            .bind(self.event_types)
+            .bind(self.event_versions)
+            .bind(self.payloads)
+            .bind(self.metadatas)
+    }
+}
+
+type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
 /// Loads aggregates and runs commands against them.
 #[derive(Clone)]

@@ -6,6 +6,7 @@
 //! - [`event_store`]: loading aggregates (postgres-es) and appending events.
 //! - [`writer`]: one writer task per active showtime, batching appends.
 //! - [`booking_index`]: lookups derived from showtime events in the same transaction.
+//! - [`reservation_cache`]: the showtime and customer of recent reservations, in memory.
 //! - [`auth`]: passwords, bearer tokens and the extractors checking them.
 //! - [`payment`]: the payment provider trait and the built-in test card processor.
 //! - [`generate`]: a realistic generated history for analysis and benchmarks.
@@ -38,6 +39,7 @@ pub mod operator;
 pub mod payment;
 pub mod ratelimit;
 pub mod reconcile;
+pub mod reservation_cache;
 pub mod routes;
 pub mod startup;
 pub mod state;

@@ -13,9 +13,10 @@
 //! instead of waiting. A writer with nothing to do for [`IDLE_AFTER`] goes away.
 
 use crate::booking_index;
-use crate::event_store::{to_new_events, EventStore, Metadata, StoreError};
+use crate::event_store::{to_new_events, EventStore, Metadata, NewEvent, StoreError};
+use crate::reservation_cache::{Owner, ReservationCache};
 use marquee_domain::showtime::{Showtime, ShowtimeCommand, ShowtimeError, ShowtimeEvent};
-use marquee_domain::ShowtimeId;
+use marquee_domain::{ReservationId, ShowtimeId};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -97,6 +98,8 @@ pub struct Writers {
     queue_capacity: usize,
     mode: WriterMode,
     max_wait: Option<Duration>,
+    /// The owners of the holds this process's writers recorded or caught up with.
+    reservations: Arc<ReservationCache>,
 }
 
 impl Writers {
@@ -107,7 +110,14 @@ impl Writers {
             queue_capacity,
             mode,
             max_wait: None,
+            reservations: Default::default(),
         }
+    }
+
+    /// The showtime and customer of a reservation whose hold a writer of this process has
+    /// seen recorded, if it is still remembered (see [`crate::reservation_cache`]).
+    pub fn owner_of(&self, reservation: ReservationId) -> Option<Owner> {
+        self.reservations.get(reservation)
     }
 
     /// Sheds commands that waited in a showtime's queue longer than `max_wait`: under more
@@ -210,17 +220,11 @@ impl Writers {
                 return Ok(events);
             }
             let rows = to_new_events::<Showtime>(&key, version, &events, &meta);
-            let mut tx = self.store.pool().begin().await.map_err(StoreError::from)?;
-            match crate::event_store::insert(&mut tx, &rows).await {
-                Ok(()) => {}
+            match append(&self.store, id, &rows, &events).await {
+                Ok(()) => return Ok(events),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
-            booking_index::record(&mut tx, id, &events)
-                .await
-                .map_err(StoreError::from)?;
-            tx.commit().await.map_err(StoreError::from)?;
-            return Ok(events);
         }
         Err(WriteError::Overloaded)
     }
@@ -403,11 +407,14 @@ impl Writer {
         loop {
             attempt += 1;
             let decided = self.decide_all(&batch);
-            if attempt < MAX_ATTEMPTS && refuses_or_skips(&decided) {
+            if attempt < MAX_ATTEMPTS && refuses_or_skips(&decided) && !records_any(&decided) {
                 // A refusal (or a command with nothing to record) is only as good as the
                 // state it was decided on: if another process appended to this showtime
                 // meanwhile, catch up and decide again. Appends find out by themselves (the
-                // key conflicts); refusals would not.
+                // key conflicts); refusals would not. A batch that also appends needs no
+                // question first: its first event takes the sequence after the last one this
+                // writer knows, so the append succeeds only if nobody else had written the
+                // showtime, which is what proves its refusals were decided on current state.
                 match self.is_behind().await {
                     Ok(false) => {}
                     Ok(true) => {
@@ -497,15 +504,13 @@ impl Writer {
         if rows.is_empty() {
             return Ok(());
         }
-        let mut tx = self.store.pool().begin().await?;
-        crate::event_store::insert(&mut tx, &rows).await?;
-        booking_index::record(&mut tx, self.id, &events).await?;
-        tx.commit().await?;
+        append(&self.store, self.id, &rows, &events).await?;
         self.version += rows.len();
         Ok(())
     }
 
     fn publish(&mut self, decided: &[Result<Vec<ShowtimeEvent>, ShowtimeError>]) {
+        self.remember_owners(decided.iter().flatten().flatten());
         let mut committed = self.committed.write().expect("lock poisoned");
         for events in decided.iter().flatten() {
             for e in events {
@@ -515,6 +520,23 @@ impl Writer {
         committed.version = self.version;
         // `working` made the same decisions: the two are equal again.
         self.ahead = false;
+    }
+
+    /// Tells the process whose the new holds among `events` are.
+    fn remember_owners<'a>(&self, events: impl Iterator<Item = &'a ShowtimeEvent>) {
+        let showtime = self.id;
+        self.writers
+            .reservations
+            .insert(events.filter_map(|e| match e {
+                ShowtimeEvent::SeatsHeld(h) => Some((
+                    h.reservation_id,
+                    Owner {
+                        showtime,
+                        customer: h.customer_id,
+                    },
+                )),
+                _ => None,
+            }));
     }
 
     /// Applies the events other processes appended since our last one. Also undoes the
@@ -531,6 +553,7 @@ impl Writer {
             .events_after::<Showtime>(&id, self.version)
             .await?;
         let changed = !newer.is_empty();
+        self.remember_owners(newer.iter().map(|(_, e)| e));
         let mut committed = self.committed.write().expect("lock poisoned");
         for (sequence, event) in newer {
             cqrs_es::Aggregate::apply(&mut committed.showtime, event);
@@ -543,6 +566,32 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// Appends a showtime's events with the lookup rows they imply, in one transaction: as one
+/// statement when the events are all of the common kinds (one round trip), else statement by
+/// statement in event order.
+async fn append(
+    store: &EventStore,
+    id: ShowtimeId,
+    rows: &[NewEvent],
+    events: &[ShowtimeEvent],
+) -> Result<(), StoreError> {
+    if let Some(lookups) = booking_index::gather(events) {
+        return lookups.append_with(store.pool(), id, rows).await;
+    }
+    let mut tx = store.pool().begin().await?;
+    crate::event_store::insert(&mut tx, rows).await?;
+    booking_index::record(&mut tx, id, events).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Whether any command of a batch has events to record.
+fn records_any(decided: &[Result<Vec<ShowtimeEvent>, ShowtimeError>]) -> bool {
+    decided
+        .iter()
+        .any(|d| d.as_ref().is_ok_and(|events| !events.is_empty()))
 }
 
 /// Whether any command of a batch was refused or had nothing to record.

@@ -4,8 +4,9 @@
 use crate::helpers::{fresh_database, test_config};
 use chrono::{Duration, Utc};
 use marquee_api::booking_index;
+use marquee_api::event_store::{to_new_events, Actor, Metadata, StoreError};
 use marquee_domain::showtime::{
-    IssuedTicket, PaymentFailed, PaymentStarted, ReleaseReason, SeatsHeld, ShowtimeEvent,
+    IssuedTicket, PaymentFailed, PaymentStarted, ReleaseReason, SeatsHeld, Showtime, ShowtimeEvent,
     TicketRefunded, TicketsIssued,
 };
 use marquee_domain::{
@@ -158,4 +159,85 @@ async fn a_batch_leaves_the_rows_that_its_events_one_by_one_leave() {
     // no payment in flight, two refunds due. So the comparison is not between empty tables.
     let sizes: Vec<usize> = batched.iter().map(Vec::len).collect();
     assert_eq!(sizes, [5, 2, 2, 0, 2], "{batched:?}");
+}
+
+/// A batch of common events only (holds, releases, expiries, tickets) after a payment that
+/// started earlier, so every lookup table is touched.
+fn common_story() -> (Vec<ShowtimeEvent>, Vec<ShowtimeEvent>) {
+    let story = story();
+    // The first hold, the second hold and its first payment, recorded before the batch.
+    let before = vec![story[1].clone(), story[6].clone()];
+    let batch = vec![
+        story[0].clone(), // r1 held
+        story[5].clone(), // r3 held
+        story[2].clone(), // r1 released
+        story[7].clone(), // r2 ticketed, which settles its payment
+        story[8].clone(), // r3 expired
+        story[9].clone(), // r4 held
+    ];
+    (before, batch)
+}
+
+#[tokio::test]
+async fn a_batch_of_common_events_in_one_statement_leaves_the_rows_of_one_by_one() {
+    let config = test_config(&fresh_database());
+    let pool = &marquee_api::db::connect_and_migrate(&config.database_url)
+        .await
+        .unwrap();
+    let showtime = ShowtimeId(Uuid::now_v7());
+    let (before, batch) = common_story();
+    assert!(
+        booking_index::gather(&story()).is_none(),
+        "payments and refunds take the statement-by-statement way"
+    );
+    let record = |events: Vec<ShowtimeEvent>| async move {
+        let mut tx = pool.begin().await.unwrap();
+        booking_index::record(&mut tx, showtime, &events)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    };
+
+    clear(pool).await;
+    record(before.clone()).await;
+    for event in &batch {
+        record(vec![event.clone()]).await;
+    }
+    let one_by_one = lookups(pool).await;
+
+    clear(pool).await;
+    record(before).await;
+    let rows = to_new_events::<Showtime>(
+        &showtime.to_string(),
+        0,
+        &batch,
+        &Metadata::engine(Actor::System),
+    );
+    booking_index::gather(&batch)
+        .expect("common events only")
+        .append_with(pool, showtime, &rows)
+        .await
+        .unwrap();
+    let together = lookups(pool).await;
+
+    assert_eq!(together, one_by_one);
+    // Four reservations (the index keeps every one), two tickets, the timer of the last hold,
+    // no payment in flight: not a comparison of empty tables.
+    let sizes: Vec<usize> = together.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [4, 2, 1, 0, 0], "{together:?}");
+    let stored: i64 = sqlx::query_scalar("select count(*) from events where aggregate_id = $1")
+        .bind(showtime.to_string())
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, batch.len() as i64);
+
+    // The same sequences again conflict, and the batch's lookups are not written twice.
+    clear(pool).await;
+    let again = booking_index::gather(&batch)
+        .unwrap()
+        .append_with(pool, showtime, &rows)
+        .await;
+    assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
+    assert!(lookups(pool).await.iter().all(Vec::is_empty));
 }

@@ -181,3 +181,56 @@ async fn commands_that_waited_too_long_in_the_queue_are_shed_with_503_and_change
         .count();
     assert_eq!(holds, held);
 }
+
+/// A process whose writer last saw a seat held must not refuse it once another process has
+/// released it: a refusal is decided again on the newer state, whether it came alone or in a
+/// batch with holds that were appended (whose append then conflicts with the other
+/// process's events). The release through the first process finds a hold it never saw.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_seat_released_through_another_process_can_be_held_at_once() {
+    let app = spawn_app().await;
+    let other = spawn_with(app.config.clone()).await;
+    let showtime = app.showtime_with_layout(&["ssssssss"; 5]).await;
+    let tokens: Vec<String> = join_all((0..4).map(|_| app.customer())).await;
+    for round in 0..5 {
+        let seat = ["A1", "A2", "A3", "A4", "B1"][round];
+        // Held through `other`; `app`'s writer sees the hold when it loads or catches up.
+        let held = other.hold_id(&tokens[0], &showtime, &[seat]).await;
+        app.held(&tokens[1], &showtime, &[&format!("C{}", round + 1)])
+            .await;
+        let r = app.hold(&tokens[2], &showtime, &[seat]).await;
+        problem(r, 409, "seats-unavailable").await;
+        // Released through `other`, behind `app`'s back.
+        let r = other
+            .delete(&format!("/v1/reservations/{held}"), Some(&tokens[0]))
+            .await;
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+        // Both at once, so they can share one batch of `app`'s writer.
+        let next_to = format!("D{}", round + 1);
+        let (wanted, next_to) = ([seat], [next_to.as_str()]);
+        let (freed, beside) = futures::join!(
+            app.hold(&tokens[2], &showtime, &wanted),
+            app.hold(&tokens[3], &showtime, &next_to),
+        );
+        assert_eq!(freed.status(), StatusCode::CREATED, "{seat} was released");
+        assert_eq!(beside.status(), StatusCode::CREATED);
+    }
+    // A hold made through `app` is released through `other`, which never cached it.
+    let mine = app.hold_id(&tokens[1], &showtime, &["E1"]).await;
+    let r = other
+        .delete(&format!("/v1/reservations/{mine}"), Some(&tokens[1]))
+        .await;
+    assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    // And nobody else can release it, through either process.
+    let theirs = app.hold_id(&tokens[1], &showtime, &["E2"]).await;
+    for process in [&app, &other] {
+        let r = process
+            .delete(&format!("/v1/reservations/{theirs}"), Some(&tokens[0]))
+            .await;
+        problem(r, 404, "not-found").await;
+    }
+    assert_eq!(
+        audit(&stored_events(&app, &showtime).await),
+        Vec::<String>::new()
+    );
+}
