@@ -206,6 +206,8 @@ fn workload(target: &Target, choice: Choice) -> anyhow::Result<Workload> {
     Ok(Workload {
         client,
         base: target.base.as_str().into(),
+        reservations: format!("{}/v1/reservations", target.base).parse()?,
+        tickets: format!("{}/v1/tickets", target.base).parse()?,
         showtimes: target.showtimes.clone().into(),
         picker: Arc::new(Picker::new(choice)),
         reported: Arc::default(),
@@ -244,8 +246,8 @@ async fn open_loop(server: &str, plan: &Plan, outcomes: &[Outcome]) -> anyhow::R
         return Ok(());
     }
     println!("\n## Open loop, the engine on the hot showtime\n");
-    println!("| seats | load | saturation attempts/s | sent/s | holds/s | seat taken (409) | shed (503) | errors | p50 ms | p99 ms | p99.9 ms | admitted p99 ms | double bookings |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| seats | load | saturation attempts/s | sent/s | holds/s | seat taken (409) | shed (503) | errors | p50 ms | p99 ms | p99.9 ms | admitted p99 ms | load late p99 ms | double bookings |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let customers = plan.clients.iter().copied().max().unwrap_or(64);
     for &choice in &plan.seats {
         let saturation = outcomes
@@ -271,7 +273,7 @@ async fn open_loop(server: &str, plan: &Plan, outcomes: &[Outcome]) -> anyhow::R
             let (t, violations) = (result?, audit?.len());
             let per_second = |n: u64| n as f64 / plan.seconds as f64;
             println!(
-                "| {choice:?} | {load}% | {saturation:.0} | {:.0} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {violations} |",
+                "| {choice:?} | {load}% | {saturation:.0} | {:.0} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {violations} |",
                 per_second(t.attempts),
                 per_second(t.holds),
                 t.taken,
@@ -281,6 +283,7 @@ async fn open_loop(server: &str, plan: &Plan, outcomes: &[Outcome]) -> anyhow::R
                 t.ms(0.99),
                 t.ms(0.999),
                 t.admitted_p99_ms(),
+                t.late_p99_ms(),
             );
             anyhow::ensure!(violations == 0, "the engine broke the booking invariants");
         }

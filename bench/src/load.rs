@@ -117,6 +117,10 @@ pub struct Tally {
     pub latency: Histogram<u64>,
     /// Hold latency of the attempts that were not shed (answered 201, 409 or an error).
     pub admitted: Histogram<u64>,
+    /// How late each action started against its schedule, in microseconds: the load
+    /// generator's own falling behind (always about zero in a closed loop), which an open
+    /// loop's latencies include.
+    pub late: Histogram<u64>,
 }
 
 impl Default for Tally {
@@ -129,6 +133,7 @@ impl Default for Tally {
             errors: 0,
             latency: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
             admitted: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
+            late: Histogram::new_with_bounds(1, 120_000_000, 3).expect("valid bounds"),
         }
     }
 }
@@ -143,6 +148,7 @@ impl Tally {
         // Both histograms have the same bounds, so adding cannot fail.
         self.latency.add(other.latency).expect("same bounds");
         self.admitted.add(other.admitted).expect("same bounds");
+        self.late.add(other.late).expect("same bounds");
     }
 
     /// A latency quantile in milliseconds.
@@ -155,7 +161,18 @@ impl Tally {
         self.admitted.value_at_quantile(0.99) as f64 / 1000.0
     }
 
-    fn count(&mut self, status: Option<StatusCode>, latency: Duration) {
+    /// The p99 of how late actions started, in milliseconds.
+    pub fn late_p99_ms(&self) -> f64 {
+        self.late.value_at_quantile(0.99) as f64 / 1000.0
+    }
+
+    fn count(&mut self, outcome: Outcome) {
+        let Outcome {
+            status,
+            latency,
+            late,
+        } = outcome;
+        let _ = self.late.record(late.as_micros().max(1) as u64);
         let micros = latency.as_micros().max(1) as u64;
         let _ = self.latency.record(micros);
         if status != Some(StatusCode::SERVICE_UNAVAILABLE) {
@@ -171,11 +188,22 @@ impl Tally {
     }
 }
 
+/// One action's hold: its answer (none if it got none), its latency counted from the
+/// action's scheduled start, and how late it started.
+struct Outcome {
+    status: Option<StatusCode>,
+    latency: Duration,
+    late: Duration,
+}
+
 /// What every customer of a run shares.
 #[derive(Clone)]
 pub struct Workload {
     pub client: Client,
     pub base: Arc<str>,
+    /// `{base}/v1/reservations` and `{base}/v1/tickets`, parsed once rather than per request.
+    pub reservations: reqwest::Url,
+    pub tickets: reqwest::Url,
     pub showtimes: Arc<[String]>,
     pub picker: Arc<Picker>,
     /// Unexpected answers told of so far.
@@ -183,9 +211,19 @@ pub struct Workload {
 }
 
 impl Workload {
-    /// Holds seats; on success pays, releases or walks away. Returns the hold's status and
-    /// its latency counted from `since`.
-    async fn act(
+    /// Holds seats; on success pays, releases or walks away. The hold's latency counts from
+    /// `since`, the action's scheduled start.
+    async fn act(&self, token: &str, rng: &mut StdRng, since: Instant) -> Outcome {
+        let late = since.elapsed();
+        let (status, latency) = self.hold_and_follow_up(token, rng, since).await;
+        Outcome {
+            status,
+            latency,
+            late,
+        }
+    }
+
+    async fn hold_and_follow_up(
         &self,
         token: &str,
         rng: &mut StdRng,
@@ -195,7 +233,7 @@ impl Workload {
         let seats = self.picker.choose(rng);
         let sent = self
             .client
-            .post(format!("{}/v1/reservations", self.base))
+            .post(self.reservations.clone())
             .bearer_auth(token)
             .json(&json!({"showtime_id": showtime, "seats": seats}))
             .send()
@@ -246,7 +284,7 @@ impl Workload {
         let base = &self.base;
         let sent = if roll < 0.01 {
             self.client
-                .post(format!("{base}/v1/tickets"))
+                .post(self.tickets.clone())
                 .bearer_auth(token)
                 .json(&json!({"reservation_id": reservation,
                               "payment": {"card_number": "4242424242424242"}}))
@@ -305,8 +343,7 @@ pub async fn closed_loop(
             let mut rng = StdRng::seed_from_u64(i as u64);
             let mut tally = Tally::default();
             while Instant::now() < until {
-                let (status, latency) = work.act(&token, &mut rng, Instant::now()).await;
-                tally.count(status, latency);
+                tally.count(work.act(&token, &mut rng, Instant::now()).await);
             }
             tally
         })
@@ -340,13 +377,11 @@ pub async fn open_loop(
             work.act(&token, &mut rng, due.into_std()).await
         });
         while let Some(done) = running.try_join_next() {
-            let (status, latency) = done?;
-            total.count(status, latency);
+            total.count(done?);
         }
     }
     while let Some(done) = running.join_next().await {
-        let (status, latency) = done?;
-        total.count(status, latency);
+        total.count(done?);
     }
     Ok(total)
 }

@@ -3,7 +3,7 @@
 //! belongs to, when each open hold is due to expire, which payments have no recorded outcome
 //! yet and which refunds the card processor has still to pay.
 
-use crate::event_store::{EventColumns, NewEvent, StoreError};
+use crate::event_store::{EventColumns, NewEvent, PgQuery, StoreError};
 use chrono::{DateTime, Utc};
 use marquee_domain::showtime::ShowtimeEvent;
 use marquee_domain::{Money, ShowtimeId};
@@ -202,6 +202,65 @@ impl Lookups {
             self.settled.clear();
         }
         Ok(())
+    }
+}
+
+/// The lookups of several showtimes' batches as the column arrays that
+/// `append_showtime_batches` takes, each row with the (1-based) index of its batch.
+#[derive(Default)]
+pub struct LookupColumns {
+    reservation_batches: Vec<i32>,
+    reservations: Vec<Uuid>,
+    customers: Vec<Uuid>,
+    expiries: Vec<DateTime<Utc>>,
+    ticket_batches: Vec<i32>,
+    tickets: Vec<Uuid>,
+    ticket_reservations: Vec<Uuid>,
+    ticket_customers: Vec<Uuid>,
+    timer_batches: Vec<i32>,
+    timers_deleted: Vec<Uuid>,
+    settled_batches: Vec<i32>,
+    settled: Vec<Uuid>,
+}
+
+impl LookupColumns {
+    /// Adds the lookups of batch number `batch`.
+    pub fn add(&mut self, batch: i32, lookups: Lookups) {
+        for (r, c, e) in lookups.reservations {
+            self.reservation_batches.push(batch);
+            self.reservations.push(r);
+            self.customers.push(c);
+            self.expiries.push(e);
+        }
+        for (t, r, c) in lookups.tickets {
+            self.ticket_batches.push(batch);
+            self.tickets.push(t);
+            self.ticket_reservations.push(r);
+            self.ticket_customers.push(c);
+        }
+        self.timer_batches
+            .extend(std::iter::repeat_n(batch, lookups.timers_deleted.len()));
+        self.timers_deleted.extend(lookups.timers_deleted);
+        self.settled_batches
+            .extend(std::iter::repeat_n(batch, lookups.settled.len()));
+        self.settled.extend(lookups.settled);
+    }
+
+    /// Binds the twelve arrays as the next parameters of `query`.
+    pub fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
+        query
+            .bind(self.reservation_batches)
+            .bind(self.reservations)
+            .bind(self.customers)
+            .bind(self.expiries)
+            .bind(self.ticket_batches)
+            .bind(self.tickets)
+            .bind(self.ticket_reservations)
+            .bind(self.ticket_customers)
+            .bind(self.timer_batches)
+            .bind(self.timers_deleted)
+            .bind(self.settled_batches)
+            .bind(self.settled)
     }
 }
 

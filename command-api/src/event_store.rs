@@ -257,7 +257,8 @@ impl EventColumns {
     }
 }
 
-type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
+/// A statement with its parameters bound so far.
+pub type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
 /// Loads aggregates and runs commands against them.
 #[derive(Clone)]

@@ -6,6 +6,7 @@
 //! - [`event_store`]: loading aggregates (postgres-es) and appending events.
 //! - [`writer`]: one writer task per active showtime, batching appends.
 //! - [`booking_index`]: lookups derived from showtime events in the same transaction.
+//! - [`group_commit`]: one commit for the batches of many showtime writers.
 //! - [`reservation_cache`]: the showtime and customer of recent reservations, in memory.
 //! - [`auth`]: passwords, bearer tokens and the extractors checking them.
 //! - [`payment`]: the payment provider trait and the built-in test card processor.
@@ -31,6 +32,7 @@ pub mod db;
 pub mod error;
 pub mod event_store;
 pub mod generate;
+pub mod group_commit;
 pub mod history;
 pub mod idempotency;
 pub mod live;

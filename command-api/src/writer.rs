@@ -14,6 +14,7 @@
 
 use crate::booking_index;
 use crate::event_store::{to_new_events, EventStore, Metadata, NewEvent, StoreError};
+use crate::group_commit::{Batch, Committer};
 use crate::reservation_cache::{Owner, ReservationCache};
 use marquee_domain::showtime::{Showtime, ShowtimeCommand, ShowtimeError, ShowtimeEvent};
 use marquee_domain::{ReservationId, ShowtimeId};
@@ -100,17 +101,22 @@ pub struct Writers {
     max_wait: Option<Duration>,
     /// The owners of the holds this process's writers recorded or caught up with.
     reservations: Arc<ReservationCache>,
+    /// Where batched writers send their common batches: one commit for many showtimes.
+    committer: Option<Committer>,
 }
 
 impl Writers {
     pub fn new(store: EventStore, queue_capacity: usize, mode: WriterMode) -> Self {
         Self {
             slots: Default::default(),
-            store,
             queue_capacity,
             mode,
             max_wait: None,
             reservations: Default::default(),
+            // The direct baseline stays the stock path: one commit per command.
+            committer: (mode == WriterMode::Batched)
+                .then(|| Committer::start(store.pool().clone())),
+            store,
         }
     }
 
@@ -220,7 +226,7 @@ impl Writers {
                 return Ok(events);
             }
             let rows = to_new_events::<Showtime>(&key, version, &events, &meta);
-            match append(&self.store, id, &rows, &events).await {
+            match append(&self.store, None, id, rows, &events).await {
                 Ok(()) => return Ok(events),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
@@ -504,8 +510,10 @@ impl Writer {
         if rows.is_empty() {
             return Ok(());
         }
-        append(&self.store, self.id, &rows, &events).await?;
-        self.version += rows.len();
+        let appended = rows.len();
+        let committer = self.writers.committer.as_ref();
+        append(&self.store, committer, self.id, rows, &events).await?;
+        self.version += appended;
         Ok(())
     }
 
@@ -568,21 +576,33 @@ impl Writer {
     }
 }
 
-/// Appends a showtime's events with the lookup rows they imply, in one transaction: as one
-/// statement when the events are all of the common kinds (one round trip), else statement by
-/// statement in event order.
+/// Appends a showtime's events with the lookup rows they imply, in one transaction. When the
+/// events are all of the common kinds: as one statement (one round trip), through `committer`
+/// if given (with other showtimes' batches, one commit for all); else statement by statement
+/// in event order.
 async fn append(
     store: &EventStore,
-    id: ShowtimeId,
-    rows: &[NewEvent],
+    committer: Option<&Committer>,
+    showtime: ShowtimeId,
+    rows: Vec<NewEvent>,
     events: &[ShowtimeEvent],
 ) -> Result<(), StoreError> {
     if let Some(lookups) = booking_index::gather(events) {
-        return lookups.append_with(store.pool(), id, rows).await;
+        return match committer {
+            Some(committer) => {
+                let batch = Batch {
+                    showtime,
+                    rows,
+                    lookups,
+                };
+                committer.append(batch).await
+            }
+            None => lookups.append_with(store.pool(), showtime, &rows).await,
+        };
     }
     let mut tx = store.pool().begin().await?;
-    crate::event_store::insert(&mut tx, rows).await?;
-    booking_index::record(&mut tx, id, events).await?;
+    crate::event_store::insert(&mut tx, &rows).await?;
+    booking_index::record(&mut tx, showtime, events).await?;
     tx.commit().await?;
     Ok(())
 }

@@ -241,3 +241,80 @@ async fn a_batch_of_common_events_in_one_statement_leaves_the_rows_of_one_by_one
     assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
     assert!(lookups(pool).await.iter().all(Vec::is_empty));
 }
+
+/// Events of one showtime, numbered from 1, ready to append.
+fn rows_of(
+    showtime: ShowtimeId,
+    events: &[ShowtimeEvent],
+) -> Vec<marquee_api::event_store::NewEvent> {
+    to_new_events::<Showtime>(
+        &showtime.to_string(),
+        0,
+        events,
+        &Metadata::engine(Actor::System),
+    )
+}
+
+#[tokio::test]
+async fn a_group_commit_writes_every_batch_but_one_whose_showtime_was_written_first() {
+    use marquee_api::group_commit::{write, Batch};
+    let config = test_config(&fresh_database());
+    let pool = &marquee_api::db::connect_and_migrate(&config.database_url)
+        .await
+        .unwrap();
+    let story = story();
+    let [s1, s2, s3] = [(); 3].map(|_| ShowtimeId(Uuid::now_v7()));
+    // r1 held and released, r3 held; r2 held (its showtime taken first); r4 held.
+    let first = vec![story[0].clone(), story[5].clone(), story[2].clone()];
+    let second = vec![story[1].clone()];
+    let third = vec![story[9].clone()];
+    // Another process wrote the second showtime's first event meanwhile.
+    let other = vec![story[13].clone()];
+    booking_index::gather(&other)
+        .unwrap()
+        .append_with(pool, s2, &rows_of(s2, &other))
+        .await
+        .unwrap();
+
+    let batch = |showtime, events: &Vec<ShowtimeEvent>| Batch {
+        showtime,
+        rows: rows_of(showtime, events),
+        lookups: booking_index::gather(events).unwrap(),
+    };
+    let written = write(
+        pool,
+        vec![batch(s1, &first), batch(s2, &second), batch(s3, &third)],
+    )
+    .await
+    .unwrap();
+    assert_eq!(written, [true, false, true]);
+    let together = lookups(pool).await;
+
+    // The same rows as recording the written batches' events one by one.
+    clear(pool).await;
+    for (showtime, events) in [(s2, &other), (s1, &first), (s3, &third)] {
+        for event in events {
+            let mut tx = pool.begin().await.unwrap();
+            booking_index::record(&mut tx, showtime, std::slice::from_ref(event))
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    }
+    assert_eq!(together, lookups(pool).await);
+    let sizes: Vec<usize> = together.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [4, 0, 3, 0, 0], "{together:?}");
+    let stored: Vec<(String, i64)> = sqlx::query_as(
+        "select aggregate_id, count(*) from events group by aggregate_id order by aggregate_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    let mut expected = vec![
+        (s1.to_string(), 3),
+        (s2.to_string(), 1),
+        (s3.to_string(), 1),
+    ];
+    expected.sort();
+    assert_eq!(stored, expected);
+}

@@ -1,0 +1,184 @@
+//! One commit for the batches of many showtime writers.
+//!
+//! A hot showtime's writer gathers hundreds of commands into each batch, so one commit per
+//! batch is cheap per command. Spread over many showtimes the batches are small (a command or
+//! two each) and a commit per batch made commits the limit: every batch paid a round trip, a
+//! function call, its locks and an fsync of its own. So the writers of a process hand their
+//! batches of common events to one committer, which writes whatever has gathered meanwhile in
+//! one statement (`append_showtime_batches`, see its migration): one transaction, one commit.
+//!
+//! Up to [`IN_FLIGHT`] groups are written at once; while they are, new batches gather into the
+//! next group, so the busier the process, the larger the groups. A group of one batch goes the
+//! single-batch way. The batches stay independent: one whose showtime another process appended
+//! to first is answered [`StoreError::Conflict`] (its writer catches up and decides again)
+//! while the others of its group are written.
+
+use crate::booking_index::{LookupColumns, Lookups};
+use crate::event_store::{NewEvent, StoreError};
+use marquee_domain::ShowtimeId;
+use sqlx::{PgPool, Row};
+use std::sync::Arc;
+use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// Most batches written in one statement.
+const MAX_GROUP: usize = 64;
+/// Groups written at once, each on a connection of its own.
+pub const IN_FLIGHT: usize = 4;
+
+/// One writer's batch: the events it appends and the lookup rows they imply.
+pub struct Batch {
+    pub showtime: ShowtimeId,
+    /// Consecutive sequences of the showtime, starting after the last one its writer knows.
+    pub rows: Vec<NewEvent>,
+    pub lookups: Lookups,
+}
+
+struct Pending {
+    batch: Batch,
+    reply: oneshot::Sender<Result<(), StoreError>>,
+}
+
+/// Hands batches to the process's committer task.
+#[derive(Clone)]
+pub struct Committer {
+    queue: mpsc::UnboundedSender<Pending>,
+}
+
+impl Committer {
+    /// Starts the committer task; it ends when the last handle is dropped.
+    pub fn start(pool: PgPool) -> Self {
+        // Unbounded: each writer has at most one batch waiting here, so the queue is bounded
+        // by the number of writers (and each writer's own queue is bounded).
+        let (queue, batches) = mpsc::unbounded_channel();
+        tokio::spawn(run(pool, batches));
+        Self { queue }
+    }
+
+    /// Appends a batch with the batches of other writers; returns once it is committed.
+    pub async fn append(&self, batch: Batch) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.queue
+            .send(Pending { batch, reply })
+            .map_err(|_| StoreError::Other("the committer stopped".into()))?;
+        answer
+            .await
+            .unwrap_or_else(|_| Err(StoreError::Other("the committer stopped".into())))
+    }
+}
+
+async fn run(pool: PgPool, mut batches: mpsc::UnboundedReceiver<Pending>) {
+    let room = Arc::new(Semaphore::new(IN_FLIGHT));
+    loop {
+        // Room first, then the batches: while every group is being written, the next one
+        // gathers in the queue.
+        let permit = room.clone().acquire_owned().await.expect("never closed");
+        let Some(first) = batches.recv().await else {
+            return;
+        };
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match batches.try_recv() {
+                Ok(next) => group.push(next),
+                Err(_) => break,
+            }
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            commit(&pool, group).await;
+            drop(permit);
+        });
+    }
+}
+
+async fn commit(pool: &PgPool, mut group: Vec<Pending>) {
+    metrics::histogram!("marquee_group_commit_batches_size").record(group.len() as f64);
+    if group.len() == 1 {
+        let Pending { batch, reply } = group.pop().expect("one batch");
+        let result = batch
+            .lookups
+            .append_with(pool, batch.showtime, &batch.rows)
+            .await;
+        let _ = reply.send(result);
+        return;
+    }
+    let (batches, replies): (Vec<Batch>, Vec<_>) =
+        group.into_iter().map(|p| (p.batch, p.reply)).unzip();
+    match write(pool, batches).await {
+        Ok(written) => {
+            for (written, reply) in written.into_iter().zip(replies) {
+                let _ = reply.send(if written {
+                    Ok(())
+                } else {
+                    Err(StoreError::Conflict)
+                });
+            }
+        }
+        Err(e) => {
+            for reply in replies {
+                let _ = reply.send(Err(e.duplicate()));
+            }
+        }
+    }
+}
+
+/// Writes the batches (of different showtimes) in one statement, its own transaction. For
+/// each batch, whether it was written: `false` when another process had appended to its
+/// showtime first, so none of it was.
+pub async fn write(pool: &PgPool, batches: Vec<Batch>) -> Result<Vec<bool>, StoreError> {
+    let count = batches.len();
+    let mut ids = Vec::with_capacity(count);
+    let mut firsts = Vec::with_capacity(count);
+    let mut events = GroupEvents::default();
+    let mut lookups = LookupColumns::default();
+    for (i, batch) in batches.into_iter().enumerate() {
+        let number = i as i32 + 1;
+        ids.push(batch.showtime.to_string());
+        firsts.push(batch.rows.first().map_or(1, |r| r.sequence));
+        events.add(number, batch.rows);
+        lookups.add(number, batch.lookups);
+    }
+    let query = sqlx::query(
+        "select append_showtime_batches($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                        $13, $14, $15, $16, $17, $18, $19, $20)",
+    );
+    let query = query
+        .bind(ids)
+        .bind(firsts)
+        .bind(events.batches)
+        .bind(events.sequences)
+        .bind(events.types)
+        .bind(events.versions)
+        .bind(events.payloads)
+        .bind(events.metadatas);
+    let row = lookups
+        .bind(query)
+        .fetch_one(pool)
+        .await
+        .map_err(StoreError::from_insert)?;
+    let taken: Vec<i32> = row.try_get(0)?;
+    Ok((1..=count as i32).map(|n| !taken.contains(&n)).collect())
+}
+
+/// The events of several batches as column arrays, each row with its batch's number.
+#[derive(Default)]
+struct GroupEvents {
+    batches: Vec<i32>,
+    sequences: Vec<i64>,
+    types: Vec<String>,
+    versions: Vec<String>,
+    payloads: Vec<serde_json::Value>,
+    metadatas: Vec<serde_json::Value>,
+}
+
+impl GroupEvents {
+    fn add(&mut self, batch: i32, rows: Vec<NewEvent>) {
+        for row in rows {
+            self.batches.push(batch);
+            self.sequences.push(row.sequence);
+            self.types.push(row.event_type);
+            self.versions.push(row.event_version);
+            self.payloads.push(row.payload);
+            self.metadatas.push(row.metadata);
+        }
+    }
+}
