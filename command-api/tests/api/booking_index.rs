@@ -125,13 +125,18 @@ fn story() -> Vec<ShowtimeEvent> {
     ]
 }
 
+/// A fresh database without an engine: an engine's reconciler would pay (and remove) the
+/// refunds meanwhile.
+async fn database_alone() -> PgPool {
+    let config = test_config(&fresh_database());
+    marquee_api::db::connect_and_migrate(&config.database_url)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
 async fn a_batch_leaves_the_rows_that_its_events_one_by_one_leave() {
-    // A database alone: an engine's reconciler would pay (and remove) the refunds meanwhile.
-    let config = test_config(&fresh_database());
-    let pool = &marquee_api::db::connect_and_migrate(&config.database_url)
-        .await
-        .unwrap();
+    let pool = &database_alone().await;
     let showtime = ShowtimeId(Uuid::now_v7());
     let events = story();
 
@@ -180,10 +185,7 @@ fn common_story() -> (Vec<ShowtimeEvent>, Vec<ShowtimeEvent>) {
 
 #[tokio::test]
 async fn a_batch_of_common_events_in_one_statement_leaves_the_rows_of_one_by_one() {
-    let config = test_config(&fresh_database());
-    let pool = &marquee_api::db::connect_and_migrate(&config.database_url)
-        .await
-        .unwrap();
+    let pool = &database_alone().await;
     let showtime = ShowtimeId(Uuid::now_v7());
     let (before, batch) = common_story();
     assert!(
@@ -258,10 +260,7 @@ fn rows_of(
 #[tokio::test]
 async fn a_group_commit_writes_every_batch_but_one_whose_showtime_was_written_first() {
     use marquee_api::group_commit::{write, Batch};
-    let config = test_config(&fresh_database());
-    let pool = &marquee_api::db::connect_and_migrate(&config.database_url)
-        .await
-        .unwrap();
+    let pool = &database_alone().await;
     let story = story();
     let [s1, s2, s3] = [(); 3].map(|_| ShowtimeId(Uuid::now_v7()));
     // r1 held and released, r3 held; r2 held (its showtime taken first); r4 held.
