@@ -12,7 +12,8 @@
 //!
 //! Modules: [`hot`] (the hot-showtime plan and its tables), [`load`] (the load generator),
 //! [`target`] (starting a design for a run), [`baselines`] (N2 and R behind the same API),
-//! [`fsync`] (the disk's fsync rate), [`chart`] (the SVG), [`browse`] (the read scenario).
+//! [`fsync`] (the disk's fsync rate), [`chart`] (the SVG), [`browse`] (the read scenario),
+//! [`served`] (the engine's own latency histogram).
 
 mod baselines;
 mod browse;
@@ -20,6 +21,7 @@ mod chart;
 mod fsync;
 mod hot;
 mod load;
+mod served;
 mod target;
 
 use anyhow::{ensure, Context};
