@@ -246,8 +246,8 @@ async fn open_loop(server: &str, plan: &Plan, outcomes: &[Outcome]) -> anyhow::R
         return Ok(());
     }
     println!("\n## Open loop, the engine on the hot showtime\n");
-    println!("| seats | load | saturation attempts/s | sent/s | holds/s | seat taken (409) | shed (503) | errors | p50 ms | p99 ms | p99.9 ms | admitted p99 ms | load late p99 ms | engine p99 ms | double bookings |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| seats | load | saturation attempts/s | sent/s | holds/s | seat taken (409) | shed (503) | errors | p50 ms | p99 ms | p99.9 ms | admitted p99 ms | load late p99 ms | engine p99 ms | writer wait p99 ms | double bookings |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let customers = plan.clients.iter().copied().max().unwrap_or(64);
     for &choice in &plan.seats {
         let saturation = outcomes
@@ -263,19 +263,20 @@ async fn open_loop(server: &str, plan: &Plan, outcomes: &[Outcome]) -> anyhow::R
             let target = Target::start(server, Design::E, API_ONLY, 1, customers).await?;
             let work = workload(&target, choice)?;
             let (tokens, seconds) = (target.tokens.clone(), plan.seconds);
-            let before = served::Buckets::now();
+            let before = served::now();
             let result =
                 load::apart(
                     move || async move { load::open_loop(&work, &tokens, rate, seconds).await },
                 )
                 .await;
-            let engine = served::Buckets::now().since(&before);
+            let after = served::now();
+            let (engine, wait) = (after.0.since(&before.0), after.1.since(&before.1));
             let audit = target.audit().await;
             target.stop().await?;
             let (t, violations) = (result?, audit?.len());
             let per_second = |n: u64| n as f64 / plan.seconds as f64;
             println!(
-                "| {choice:?} | {load}% | {saturation:.0} | {:.0} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {violations} |",
+                "| {choice:?} | {load}% | {saturation:.0} | {:.0} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {violations} |",
                 per_second(t.attempts),
                 per_second(t.holds),
                 t.taken,
@@ -287,6 +288,7 @@ async fn open_loop(server: &str, plan: &Plan, outcomes: &[Outcome]) -> anyhow::R
                 t.admitted_p99_ms(),
                 t.late_p99_ms(),
                 engine.bound_ms(0.99),
+                wait.bound_ms(0.99),
             );
             anyhow::ensure!(violations == 0, "the engine broke the booking invariants");
         }

@@ -13,7 +13,7 @@
 //! Modules: [`hot`] (the hot-showtime plan and its tables), [`load`] (the load generator),
 //! [`target`] (starting a design for a run), [`baselines`] (N2 and R behind the same API),
 //! [`fsync`] (the disk's fsync rate), [`chart`] (the SVG), [`browse`] (the read scenario),
-//! [`served`] (the engine's own latency histogram).
+//! [`served`] (the engine's own latency histograms).
 
 mod baselines;
 mod browse;

@@ -1,6 +1,7 @@
 //! The engine's own view of an open-loop run's hold latency: its
-//! `marquee_http_request_duration_seconds` histogram for `POST /v1/reservations`, read from the
-//! process's metrics recorder before and after the run.
+//! `marquee_http_request_duration_seconds` histogram for `POST /v1/reservations`, and how long
+//! commands waited in their showtime's queue (`marquee_writer_queue_wait_seconds`), read from
+//! the process's metrics recorder before and after the run.
 //!
 //! It counts from the moment a request is admitted until its answer is ready, so it leaves out
 //! what the load generator's own latencies also hold: the generator starting late, the request
@@ -8,23 +9,31 @@
 //! way back. The difference between the two says where the time went. Its buckets are coarse
 //! (1, 2.5, 5, 10, 25, 50, 100, 250 ms, ...), so a quantile is known only as a bucket's bound.
 
-const METRIC: &str = "marquee_http_request_duration_seconds_bucket{";
+const HOLDS: (&str, &[&str]) = (
+    "marquee_http_request_duration_seconds_bucket{",
+    &[r#"method="POST""#, r#"route="/v1/reservations""#],
+);
+const WRITER_WAIT: (&str, &[&str]) = ("marquee_writer_queue_wait_seconds_bucket{", &[]);
 
 /// Cumulative counts per bucket bound (seconds), in the recorder's order.
 pub struct Buckets(Vec<(f64, u64)>);
 
-impl Buckets {
-    /// The histogram as it stands now (all targets of this process share the recorder, so
-    /// only the difference of two readings speaks of one run).
-    pub fn now() -> Self {
-        Self::parse(&marquee_api::metrics::recorder().render())
-    }
+/// Both histograms as they stand now (all targets of this process share the recorder, so
+/// only the difference of two readings speaks of one run): holds, then writer waits.
+pub fn now() -> (Buckets, Buckets) {
+    let text = marquee_api::metrics::recorder().render();
+    (
+        Buckets::parse(&text, HOLDS),
+        Buckets::parse(&text, WRITER_WAIT),
+    )
+}
 
-    fn parse(text: &str) -> Self {
+impl Buckets {
+    fn parse(text: &str, (metric, labels): (&str, &[&str])) -> Self {
         let buckets = text
             .lines()
-            .filter(|l| l.starts_with(METRIC))
-            .filter(|l| l.contains(r#"method="POST""#) && l.contains(r#"route="/v1/reservations""#))
+            .filter(|l| l.starts_with(metric))
+            .filter(|l| labels.iter().all(|label| l.contains(label)))
             .filter_map(|l| {
                 let (_, rest) = l.split_once(r#"le=""#)?;
                 let (bound, rest) = rest.split_once('"')?;
@@ -81,12 +90,15 @@ mod tests {
             r#"marquee_http_request_duration_seconds_bucket{method="POST",route="/v1/reservations",le="0.01"} 5
 marquee_http_request_duration_seconds_bucket{method="POST",route="/v1/reservations",le="0.05"} 5
 marquee_http_request_duration_seconds_bucket{method="POST",route="/v1/reservations",le="+Inf"} 5"#,
+            HOLDS,
         );
         let after = Buckets::parse(
             r#"marquee_http_request_duration_seconds_bucket{method="GET",route="/v1/reservations",le="0.01"} 900
 marquee_http_request_duration_seconds_bucket{method="POST",route="/v1/reservations",le="0.01"} 95
 marquee_http_request_duration_seconds_bucket{method="POST",route="/v1/reservations",le="0.05"} 104
-marquee_http_request_duration_seconds_bucket{method="POST",route="/v1/reservations",le="+Inf"} 105"#,
+marquee_http_request_duration_seconds_bucket{method="POST",route="/v1/reservations",le="+Inf"} 105
+marquee_writer_queue_wait_seconds_bucket{le="0.01"} 7"#,
+            HOLDS,
         );
         let run = after.since(&before);
         assert_eq!(run.bound_ms(0.5), "≤ 10");

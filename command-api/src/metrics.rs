@@ -3,7 +3,8 @@
 //! Metric names:
 //! - `marquee_http_requests_total{method,route,status}`, `marquee_http_request_duration_seconds{method,route}`
 //! - `marquee_writer_batch_size`, `marquee_writer_commands_total{outcome}`,
-//!   `marquee_group_commit_batches_size` (showtime batches written in one commit)
+//!   `marquee_group_commit_batches_size` (showtime batches written in one commit),
+//!   `marquee_writer_queue_wait_seconds` (from a command's queueing to its writer taking it)
 //! - `marquee_relay_published_total`, `marquee_relay_backlog`, `marquee_relay_leader`
 //! - `marquee_consumer_backlog{consumer}`, `marquee_consumer_parked_total{consumer}`
 //! - `marquee_projection_lag_seconds{projection}` (commit to read-model update),

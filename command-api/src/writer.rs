@@ -51,6 +51,8 @@ struct Job {
     /// Past this instant the caller is better served by a quick `503` than by an answer:
     /// the writer sheds the job unread. `None` for jobs that must never be shed.
     shed_after: Option<Instant>,
+    /// When it was queued: how long jobs wait for their writer is a metric.
+    queued_at: Instant,
 }
 
 /// What a writer's queue carries.
@@ -175,6 +177,7 @@ impl Writers {
                 .max_wait
                 .filter(|_| !wait_for_room)
                 .map(|wait| Instant::now() + wait),
+            queued_at: Instant::now(),
         };
         // A writer that has just gone idle closes its queue; the second try starts a new one.
         for _ in 0..2 {
@@ -366,7 +369,11 @@ impl Writer {
                             .increment(1);
                         let _ = job.reply.send(Err(WriteError::Overloaded));
                     }
-                    Message::Command(job) => batch.push(*job),
+                    Message::Command(job) => {
+                        metrics::histogram!("marquee_writer_queue_wait_seconds")
+                            .record(now.saturating_duration_since(job.queued_at).as_secs_f64());
+                        batch.push(*job)
+                    }
                     Message::CatchUp(done) => waiting.push(done),
                 }
                 if batch.len() < MAX_BATCH {
