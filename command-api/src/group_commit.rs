@@ -71,11 +71,7 @@ impl Committer {
     pub async fn append(&self, batch: Batch) -> Result<(), StoreError> {
         let appending = Appending::enter(&self.appending);
         if appending.alone {
-            metrics::histogram!("marquee_group_commit_batches_size").record(1.0);
-            return batch
-                .lookups
-                .append_with(&self.pool, batch.showtime, &batch.rows)
-                .await;
+            return batch.write_alone(&self.pool).await;
         }
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -134,17 +130,23 @@ async fn run(pool: PgPool, mut batches: mpsc::UnboundedReceiver<Pending>) {
     }
 }
 
+impl Batch {
+    /// Writes this batch on its own, the single-batch way (a group of one).
+    async fn write_alone(self, pool: &PgPool) -> Result<(), StoreError> {
+        metrics::histogram!("marquee_group_commit_batches_size").record(1.0);
+        self.lookups
+            .append_with(pool, self.showtime, &self.rows)
+            .await
+    }
+}
+
 async fn commit(pool: &PgPool, mut group: Vec<Pending>) {
-    metrics::histogram!("marquee_group_commit_batches_size").record(group.len() as f64);
     if group.len() == 1 {
         let Pending { batch, reply } = group.pop().expect("one batch");
-        let result = batch
-            .lookups
-            .append_with(pool, batch.showtime, &batch.rows)
-            .await;
-        let _ = reply.send(result);
+        let _ = reply.send(batch.write_alone(pool).await);
         return;
     }
+    metrics::histogram!("marquee_group_commit_batches_size").record(group.len() as f64);
     let (batches, replies): (Vec<Batch>, Vec<_>) =
         group.into_iter().map(|p| (p.batch, p.reply)).unzip();
     match write(pool, batches).await {

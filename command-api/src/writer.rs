@@ -420,14 +420,15 @@ impl Writer {
         loop {
             attempt += 1;
             let decided = self.decide_all(&batch);
-            if attempt < MAX_ATTEMPTS && refuses_or_skips(&decided) && !records_any(&decided) {
+            if attempt < MAX_ATTEMPTS && !records_any(&decided) {
                 // A refusal (or a command with nothing to record) is only as good as the
                 // state it was decided on: if another process appended to this showtime
                 // meanwhile, catch up and decide again. Appends find out by themselves (the
-                // key conflicts); refusals would not. A batch that also appends needs no
-                // question first: its first event takes the sequence after the last one this
-                // writer knows, so the append succeeds only if nobody else had written the
-                // showtime, which is what proves its refusals were decided on current state.
+                // key conflicts); refusals would not. So only a batch that records nothing
+                // asks first. One that also appends needs no question: its first event takes
+                // the sequence after the last one this writer knows, so the append succeeds
+                // only if nobody else had written the showtime, which is what proves its
+                // refusals were decided on current state.
                 match self.is_behind().await {
                     Ok(false) => {}
                     Ok(true) => {
@@ -619,13 +620,6 @@ fn records_any(decided: &[Result<Vec<ShowtimeEvent>, ShowtimeError>]) -> bool {
     decided
         .iter()
         .any(|d| d.as_ref().is_ok_and(|events| !events.is_empty()))
-}
-
-/// Whether any command of a batch was refused or had nothing to record.
-fn refuses_or_skips(decided: &[Result<Vec<ShowtimeEvent>, ShowtimeError>]) -> bool {
-    decided
-        .iter()
-        .any(|d| d.as_ref().map_or(true, |events| events.is_empty()))
 }
 
 fn answer(batch: Vec<Job>, decided: Vec<Result<Vec<ShowtimeEvent>, ShowtimeError>>) {
