@@ -242,7 +242,7 @@ impl Workload {
         let response = match sent {
             Ok(r) => r,
             Err(e) => {
-                self.report(&e.to_string());
+                self.report(&Chain(&e));
                 return (None, latency);
             }
         };
@@ -270,7 +270,7 @@ impl Workload {
 
     /// Tells of an unexpected answer on stderr, the first few times only: the tables count
     /// errors, this says what they were.
-    fn report(&self, what: &str) {
+    fn report(&self, what: &dyn std::fmt::Display) {
         if self
             .reported
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
@@ -305,29 +305,93 @@ impl Workload {
     }
 }
 
+/// An error with its causes: reqwest's own message ("error sending request") says little.
+struct Chain<'a>(&'a (dyn std::error::Error + 'static));
+
+impl std::fmt::Display for Chain<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.0)?;
+        let mut cause = self.0.source();
+        while let Some(e) = cause {
+            write!(f, ": {e}")?;
+            cause = e.source();
+        }
+        Ok(())
+    }
+}
+
 /// Runs a load on a tokio runtime of its own, with two worker threads (the machine's cores),
 /// and waits for it.
 ///
 /// The server under test serves from the caller's runtime. Sharing that runtime, the load's
 /// customers queued behind the server's tasks and the server's behind theirs, and an open
 /// loop's schedule ran late whenever the server was busy, which no real client does. On a
-/// runtime apart, the operating system shares the cores between load and server as between
-/// any two programs on one machine.
+/// runtime apart, the operating system shares the cores between load and server.
+///
+/// Real customers send from machines of their own, so their requests leave on time however
+/// busy the server is. Here they share the cores with it, and at the same priority the
+/// operating system makes the load wait for the server as often as the other way round (an
+/// open loop at 120% of saturation started its requests over a second late at p99). With
+/// `--load-priority high` the load's threads run first whenever they have work, and the
+/// server's time lost to them counts in its latencies instead. Raising a priority needs
+/// `CAP_SYS_NICE` (root has it); without it the load runs at the normal priority, and says so.
 pub async fn apart<F, Fut, T>(load: F) -> anyhow::Result<T>
 where
     F: FnOnce() -> Fut + Send + 'static,
     Fut: std::future::Future<Output = anyhow::Result<T>>,
     T: Send + 'static,
 {
-    tokio::task::spawn_blocking(move || {
-        let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("load")
-            .enable_all()
-            .build()?;
-        runtime.block_on(load())
-    })
-    .await?
+    let (done, result) = tokio::sync::oneshot::channel();
+    // A thread of its own (not one of the server's blocking pool): the schedule runs on it.
+    std::thread::Builder::new()
+        .name("load".into())
+        .spawn(move || {
+            let run = || {
+                raise_priority();
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("load")
+                    .on_thread_start(raise_priority)
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(load())
+            };
+            let _ = done.send(run());
+        })?;
+    result.await?
+}
+
+/// The scheduling priority of the load's threads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Priority {
+    /// The highest the process may set.
+    High,
+    /// The server's.
+    Normal,
+}
+
+static RAISE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Sets the priority of the loads started from now on.
+pub fn set_priority(priority: Priority) {
+    RAISE.store(
+        priority == Priority::High,
+        std::sync::atomic::Ordering::Relaxed,
+    );
+}
+
+/// Gives the calling thread the highest scheduling priority, if asked to, or says once that
+/// it could not.
+fn raise_priority() {
+    use thread_priority::{set_current_thread_priority, ThreadPriority};
+    static WARNED: std::sync::Once = std::sync::Once::new();
+    if !RAISE.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    if let Err(e) = set_current_thread_priority(ThreadPriority::Max) {
+        WARNED
+            .call_once(|| eprintln!("the load runs at normal priority (raising it failed: {e:?})"));
+    }
 }
 
 /// Every client acts back to back until `seconds` have passed.
@@ -355,6 +419,16 @@ pub async fn closed_loop(
     Ok(total)
 }
 
+/// Most actions an open loop has under way at once, and so most connections it opens.
+///
+/// The load's connections and the server's ends of them are files of this one process, whose
+/// limit is 20,000 here. Unbounded, an open loop whose server fell behind for a moment opened
+/// a connection for every action waiting, ran out of files, and the server's accept loop then
+/// paused a second at a time (axum does that on `EMFILE`): the run collapsed because load and
+/// server share a process, which customers and a server never do. An action that finds this
+/// many under way starts when one ends, and its latency still counts from its schedule.
+pub const MAX_UNDER_WAY: usize = 4096;
+
 /// Starts `rate` actions per second for `seconds`, customers taken in turn, each latency
 /// measured from the action's scheduled start.
 pub async fn open_loop(
@@ -367,14 +441,18 @@ pub async fn open_loop(
     let arrivals = (rate * seconds as f64) as u64;
     let mut running = tokio::task::JoinSet::new();
     let mut total = Tally::default();
+    let room = Arc::new(tokio::sync::Semaphore::new(MAX_UNDER_WAY));
     for k in 0..arrivals {
         let due = started + Duration::from_secs_f64(k as f64 / rate);
         // Timers are coarse (about 1 ms); an action started late still counts from `due`.
         tokio::time::sleep_until(due).await;
+        let under_way = room.clone().acquire_owned().await?;
         let (work, token) = (work.clone(), tokens[k as usize % tokens.len()].clone());
         running.spawn(async move {
             let mut rng = StdRng::seed_from_u64(k);
-            work.act(&token, &mut rng, due.into_std()).await
+            let outcome = work.act(&token, &mut rng, due.into_std()).await;
+            drop(under_way);
+            outcome
         });
         while let Some(done) = running.try_join_next() {
             total.count(done?);

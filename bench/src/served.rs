@@ -1,7 +1,8 @@
 //! The engine's own view of an open-loop run's hold latency: its
 //! `marquee_http_request_duration_seconds` histogram for `POST /v1/reservations`, and how long
 //! commands waited in their showtime's queue (`marquee_writer_queue_wait_seconds`), read from
-//! the process's metrics recorder before and after the run.
+//! the process's metrics recorder before and after the run, and how long its batches took to
+//! append (`marquee_writer_append_seconds`).
 //!
 //! It counts from the moment a request is admitted until its answer is ready, so it leaves out
 //! what the load generator's own latencies also hold: the generator starting late, the request
@@ -14,18 +15,41 @@ const HOLDS: (&str, &[&str]) = (
     &[r#"method="POST""#, r#"route="/v1/reservations""#],
 );
 const WRITER_WAIT: (&str, &[&str]) = ("marquee_writer_queue_wait_seconds_bucket{", &[]);
+const APPENDS: (&str, &[&str]) = ("marquee_writer_append_seconds_bucket{", &[]);
 
 /// Cumulative counts per bucket bound (seconds), in the recorder's order.
 pub struct Buckets(Vec<(f64, u64)>);
 
-/// Both histograms as they stand now (all targets of this process share the recorder, so
-/// only the difference of two readings speaks of one run): holds, then writer waits.
-pub fn now() -> (Buckets, Buckets) {
+/// The engine's histograms at one moment.
+pub struct Reading {
+    /// Hold requests, from admission to answer.
+    pub holds: Buckets,
+    /// Commands waiting in their showtime's queue.
+    pub waits: Buckets,
+    /// Batches being appended (both ways together).
+    pub appends: Buckets,
+}
+
+/// The histograms as they stand now. All targets of this process share the recorder, so
+/// only the difference of two readings speaks of one run.
+pub fn now() -> Reading {
     let text = marquee_api::metrics::recorder().render();
-    (
-        Buckets::parse(&text, HOLDS),
-        Buckets::parse(&text, WRITER_WAIT),
-    )
+    Reading {
+        holds: Buckets::parse(&text, HOLDS),
+        waits: Buckets::parse(&text, WRITER_WAIT),
+        appends: Buckets::parse(&text, APPENDS),
+    }
+}
+
+impl Reading {
+    /// What was counted after `before`.
+    pub fn since(&self, before: &Reading) -> Reading {
+        Reading {
+            holds: self.holds.since(&before.holds),
+            waits: self.waits.since(&before.waits),
+            appends: self.appends.since(&before.appends),
+        }
+    }
 }
 
 impl Buckets {
@@ -44,7 +68,14 @@ impl Buckets {
                 };
                 Some((bound, count))
             })
-            .collect();
+            .fold(Vec::<(f64, u64)>::new(), |mut merged, (bound, count)| {
+                // Series of other label values (an append's way) add up bucket by bucket.
+                match merged.iter_mut().find(|(b, _)| *b == bound) {
+                    Some(same) => same.1 += count,
+                    None => merged.push((bound, count)),
+                }
+                merged
+            });
         Self(buckets)
     }
 
@@ -105,5 +136,20 @@ marquee_writer_queue_wait_seconds_bucket{le="0.01"} 7"#,
         assert_eq!(run.bound_ms(0.99), "≤ 50");
         assert_eq!(run.bound_ms(1.0), "> largest bucket");
         assert_eq!(Buckets(vec![]).bound_ms(0.99), "-");
+    }
+
+    #[test]
+    fn the_series_of_every_way_add_up() {
+        let appends = Buckets::parse(
+            r#"marquee_writer_append_seconds_bucket{way="statement",le="0.01"} 98
+marquee_writer_append_seconds_bucket{way="statement",le="0.1"} 98
+marquee_writer_append_seconds_bucket{way="statement",le="+Inf"} 98
+marquee_writer_append_seconds_bucket{way="transaction",le="0.01"} 0
+marquee_writer_append_seconds_bucket{way="transaction",le="0.1"} 2
+marquee_writer_append_seconds_bucket{way="transaction",le="+Inf"} 2"#,
+            APPENDS,
+        );
+        assert_eq!(appends.bound_ms(0.98), "≤ 10");
+        assert_eq!(appends.bound_ms(0.99), "≤ 100");
     }
 }

@@ -196,6 +196,7 @@ async fn main() -> anyhow::Result<()> {
 
 async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
     let addr = config.http_addr;
+    raise_open_files_limit();
     let state = startup::build_state(config).await?;
     let listener = if roles.api {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -213,6 +214,16 @@ async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
         signal.cancel();
     });
     startup::run(listener, state, roles, shutdown).await
+}
+
+/// Lets the process open as many files as the system allows it. Every connection is a file,
+/// and a spike brings thousands: at the usual default soft limit (1,024) the listener would
+/// fail to accept and pause, which turns a spike into an outage.
+fn raise_open_files_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open files limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open files limit"),
+    }
 }
 
 async fn export(config: Config, args: EventsArgs) -> anyhow::Result<()> {

@@ -4,7 +4,8 @@
 //! - `marquee_http_requests_total{method,route,status}`, `marquee_http_request_duration_seconds{method,route}`
 //! - `marquee_writer_batch_size`, `marquee_writer_commands_total{outcome}`,
 //!   `marquee_group_commit_batches_size` (showtime batches written in one commit),
-//!   `marquee_writer_queue_wait_seconds` (from a command's queueing to its writer taking it)
+//!   `marquee_writer_queue_wait_seconds` (from a command's queueing to its writer taking it),
+//!   `marquee_writer_append_seconds{way}` (a batch's append: `statement` or `transaction`)
 //! - `marquee_relay_published_total`, `marquee_relay_backlog`, `marquee_relay_leader`
 //! - `marquee_consumer_backlog{consumer}`, `marquee_consumer_parked_total{consumer}`
 //! - `marquee_projection_lag_seconds{projection}` (commit to read-model update),
@@ -25,7 +26,8 @@ pub fn recorder() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let seconds = [
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.25, 0.5, 1.0,
+                2.5, 5.0, 10.0,
             ];
             let sizes = [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 512.0];
             PrometheusBuilder::new()

@@ -70,6 +70,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let store = EventStore::new(pool.clone());
     Ok(AppState::new(Shared {
         writers: Writers::new(store.clone(), config.showtime_queue, config.writer_mode)
+            .context("cannot start the showtime writers' thread")?
             .shedding_after(config.showtime_max_wait),
         store,
         keys: Arc::new(TokenKeys::new(&secret)),

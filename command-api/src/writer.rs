@@ -11,13 +11,24 @@
 //!
 //! The queue is bounded: when it is full the caller is told at once ([`WriteError::Overloaded`])
 //! instead of waiting. A writer with nothing to do for [`IDLE_AFTER`] goes away.
+//!
+//! The writers (and their committer) run on a thread of their own, with a database pool of
+//! their own, not among the HTTP tasks. A writer is the one place all of a hot showtime's
+//! commands pass through, and it waits on the database several times a batch; on the shared
+//! runtime each of those waits ended at the back of a run queue holding a task per open
+//! connection (a thousand under a spike), and the reactor that saw the database's answer was
+//! itself polled only between those tasks. So every command's latency grew with the number of
+//! connections, not with the work. On its own thread a writer is woken as soon as the
+//! answer arrives (the operating system favours a thread that mostly sleeps), and the HTTP
+//! tasks keep the runtime's workers.
 
 use crate::booking_index;
 use crate::event_store::{to_new_events, EventStore, Metadata, NewEvent, StoreError};
-use crate::group_commit::{Batch, Committer};
+use crate::group_commit::{self, Batch, Committer};
 use crate::reservation_cache::{Owner, ReservationCache};
 use marquee_domain::showtime::{Showtime, ShowtimeCommand, ShowtimeError, ShowtimeEvent};
 use marquee_domain::{ReservationId, ShowtimeId};
+use sqlx::postgres::PgPoolOptions;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -93,39 +104,103 @@ pub enum WriterMode {
 /// How often a direct write is tried before the caller is told to retry later.
 const DIRECT_ATTEMPTS: usize = 50;
 
+/// Most connections of the writers' own pool: the committer's groups in flight, a batch
+/// appended alone, and catching up.
+const WRITER_CONNECTIONS: u32 = group_commit::IN_FLIGHT as u32 + 4;
+
 /// All writers of this process.
 #[derive(Clone)]
 pub struct Writers {
-    slots: Arc<Mutex<HashMap<ShowtimeId, Slot>>>,
+    parts: Parts,
+    /// The store of callers (loading a showtime for its writer, the direct path, readers).
     store: EventStore,
     queue_capacity: usize,
     mode: WriterMode,
     max_wait: Option<Duration>,
+    /// Where the writers run.
+    thread: Arc<WriterThread>,
+}
+
+/// What the writer tasks share with [`Writers`].
+#[derive(Clone)]
+struct Parts {
+    slots: Arc<Mutex<HashMap<ShowtimeId, Slot>>>,
+    /// The writers' store, on their own pool.
+    store: EventStore,
     /// The owners of the holds this process's writers recorded or caught up with.
     reservations: Arc<ReservationCache>,
     /// Where batched writers send their common batches: one commit for many showtimes.
     committer: Option<Committer>,
 }
 
+/// The writers' runtime: one worker thread. It stops when the last [`Writers`] is dropped
+/// (the writer tasks hold [`Parts`], not this).
+struct WriterThread(Option<tokio::runtime::Runtime>);
+
+impl WriterThread {
+    fn start() -> std::io::Result<Self> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("marquee-writers")
+            .enable_all()
+            .build()?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn handle(&self) -> &tokio::runtime::Handle {
+        self.0.as_ref().expect("running until dropped").handle()
+    }
+}
+
+impl Drop for WriterThread {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            // May run inside another runtime (a test's, the server's): do not wait.
+            runtime.shutdown_background();
+        }
+    }
+}
+
 impl Writers {
-    pub fn new(store: EventStore, queue_capacity: usize, mode: WriterMode) -> Self {
-        Self {
-            slots: Default::default(),
+    /// The writers of a process storing into `store`, on a thread and a pool of their own
+    /// (same database as `store`). In direct mode they only keep the state readers see
+    /// (commands take the stock path, run by their callers with one commit each).
+    pub fn new(
+        store: EventStore,
+        queue_capacity: usize,
+        mode: WriterMode,
+    ) -> std::io::Result<Self> {
+        let thread = WriterThread::start()?;
+        // Created on the writers' runtime, so that its connections (opened by the writers
+        // that use them) and its upkeep belong to that runtime's reactor.
+        let inside = thread.handle().enter();
+        let pool = PgPoolOptions::new()
+            .max_connections(WRITER_CONNECTIONS)
+            .acquire_timeout(Duration::from_secs(5))
+            .test_before_acquire(false)
+            .connect_lazy_with((*store.pool().connect_options()).clone());
+        // The direct baseline stays the stock path: one commit per command.
+        let committer = (mode == WriterMode::Batched).then(|| Committer::start(pool.clone()));
+        drop(inside);
+        Ok(Self {
+            parts: Parts {
+                slots: Default::default(),
+                store: EventStore::new(pool),
+                reservations: Default::default(),
+                committer,
+            },
+            store,
             queue_capacity,
             mode,
             max_wait: None,
-            reservations: Default::default(),
-            // The direct baseline stays the stock path: one commit per command.
-            committer: (mode == WriterMode::Batched)
-                .then(|| Committer::start(store.pool().clone())),
-            store,
-        }
+            thread: Arc::new(thread),
+        })
     }
 
     /// The showtime and customer of a reservation whose hold a writer of this process has
     /// seen recorded, if it is still remembered (see [`crate::reservation_cache`]).
     pub fn owner_of(&self, reservation: ReservationId) -> Option<Owner> {
-        self.reservations.get(reservation)
+        self.parts.reservations.get(reservation)
     }
 
     /// Sheds commands that waited in a showtime's queue longer than `max_wait`: under more
@@ -267,6 +342,7 @@ impl Writers {
     async fn handle(&self, id: ShowtimeId) -> Result<Option<Handle>, StoreError> {
         loop {
             let slot = self
+                .parts
                 .slots
                 .lock()
                 .expect("lock poisoned")
@@ -291,7 +367,7 @@ impl Writers {
     }
 
     fn forget(&self, id: ShowtimeId, slot: &Slot) {
-        let mut slots = self.slots.lock().expect("lock poisoned");
+        let mut slots = self.parts.slots.lock().expect("lock poisoned");
         if slots.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
             slots.remove(&id);
         }
@@ -314,10 +390,9 @@ impl Writers {
             ahead: false,
             committed: shared.clone(),
             version,
-            store: self.store.clone(),
-            writers: self.clone(),
+            parts: self.parts.clone(),
         };
-        tokio::spawn(task.run(jobs));
+        self.thread.handle().spawn(task.run(jobs));
         Ok(Handle {
             queue,
             state: shared,
@@ -346,8 +421,7 @@ struct Writer {
     committed: SharedState,
     /// Sequence of the last stored event.
     version: usize,
-    store: EventStore,
-    writers: Writers,
+    parts: Parts,
 }
 
 impl Writer {
@@ -384,7 +458,7 @@ impl Writer {
         }
         // Going idle: leave the map first so new callers start a fresh writer, then close the
         // queue and finish what was already sent.
-        self.writers
+        self.parts
             .slots
             .lock()
             .expect("lock poisoned")
@@ -479,6 +553,7 @@ impl Writer {
     /// Whether the store holds events of this showtime that this writer has not seen.
     async fn is_behind(&self) -> Result<bool, StoreError> {
         let stored = self
+            .parts
             .store
             .last_sequence(<Showtime as cqrs_es::Aggregate>::TYPE, &self.id.to_string())
             .await?;
@@ -519,8 +594,8 @@ impl Writer {
             return Ok(());
         }
         let appended = rows.len();
-        let committer = self.writers.committer.as_ref();
-        append(&self.store, committer, self.id, rows, &events).await?;
+        let committer = self.parts.committer.as_ref();
+        append(&self.parts.store, committer, self.id, rows, &events).await?;
         self.version += appended;
         Ok(())
     }
@@ -541,7 +616,7 @@ impl Writer {
     /// Tells the process whose the new holds among `events` are.
     fn remember_owners<'a>(&self, events: impl Iterator<Item = &'a ShowtimeEvent>) {
         let showtime = self.id;
-        self.writers
+        self.parts
             .reservations
             .insert(events.filter_map(|e| match e {
                 ShowtimeEvent::SeatsHeld(h) => Some((
@@ -565,6 +640,7 @@ impl Writer {
     async fn catch_up(&mut self) -> Result<(), StoreError> {
         let id = self.id.to_string();
         let newer = self
+            .parts
             .store
             .events_after::<Showtime>(&id, self.version)
             .await?;
@@ -595,8 +671,24 @@ async fn append(
     rows: Vec<NewEvent>,
     events: &[ShowtimeEvent],
 ) -> Result<(), StoreError> {
+    let started = Instant::now();
+    let (way, result) = append_by_kind(store, committer, showtime, rows, events).await;
+    metrics::histogram!("marquee_writer_append_seconds", "way" => way)
+        .record(started.elapsed().as_secs_f64());
+    result
+}
+
+/// [`append`], and which way the events went: `statement` (one statement, maybe through the
+/// committer) or `transaction` (statement by statement).
+async fn append_by_kind(
+    store: &EventStore,
+    committer: Option<&Committer>,
+    showtime: ShowtimeId,
+    rows: Vec<NewEvent>,
+    events: &[ShowtimeEvent],
+) -> (&'static str, Result<(), StoreError>) {
     if let Some(lookups) = booking_index::gather(events) {
-        return match committer {
+        let written = match committer {
             Some(committer) => {
                 let batch = Batch {
                     showtime,
@@ -607,12 +699,16 @@ async fn append(
             }
             None => lookups.append_with(store.pool(), showtime, &rows).await,
         };
+        return ("statement", written);
     }
-    let mut tx = store.pool().begin().await?;
-    crate::event_store::insert(&mut tx, &rows).await?;
-    booking_index::record(&mut tx, showtime, events).await?;
-    tx.commit().await?;
-    Ok(())
+    let written = async {
+        let mut tx = store.pool().begin().await?;
+        crate::event_store::insert(&mut tx, &rows).await?;
+        booking_index::record(&mut tx, showtime, events).await?;
+        tx.commit().await?;
+        Ok(())
+    };
+    ("transaction", written.await)
 }
 
 /// Whether any command of a batch has events to record.
