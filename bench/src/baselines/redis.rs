@@ -17,7 +17,7 @@ use marquee_domain::showtime::{
     IssuedTicket, PaymentStarted, ReleaseReason, SeatsHeld, ShowtimeEvent, TicketsIssued,
 };
 use marquee_domain::{Money, PaymentId, ReservationId, SeatLabel, ShowtimeId, TicketId, UserId};
-use redis::aio::ConnectionManager;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Script};
 use serde::Deserialize;
 use std::path::PathBuf;
@@ -109,8 +109,15 @@ impl RedisStore {
         let client = redis::Client::open(server.url.as_str())?;
         Ok(Self {
             // One multiplexed connection: Redis runs scripts one at a time anyway, and
-            // pipelining many callers over one socket is how its clients scale.
-            conn: ConnectionManager::new(client).await?,
+            // pipelining many callers over one socket is how its clients scale. Its answers
+            // may wait as long as the load's own requests do: the client's default of
+            // 500 ms turned R's slowest holds at 256 clients into errors (`500`), which the
+            // engine, with no such timeout towards PostgreSQL, never counted.
+            conn: ConnectionManager::new_with_config(
+                client,
+                ConnectionManagerConfig::new().set_response_timeout(Some(Duration::from_secs(60))),
+            )
+            .await?,
             hold: Script::new(include_str!("hold.lua")),
             settle: Script::new(include_str!("settle.lua")),
             price,
