@@ -737,3 +737,36 @@ fn fail(batch: Vec<Job>, e: StoreError) {
         let _ = job.reply.send(Err(e.duplicate().into()));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn writers_run_on_their_own_thread_which_stops_with_the_last_handle() {
+        let thread = WriterThread::start().expect("a runtime starts");
+        let handle = thread.handle().clone();
+        let name = handle
+            .spawn(async { std::thread::current().name().map(str::to_owned) })
+            .await
+            .expect("the task runs");
+        assert_eq!(name.as_deref(), Some("marquee-writers"));
+        assert_ne!(
+            std::thread::current().name(),
+            Some("marquee-writers"),
+            "the caller is elsewhere"
+        );
+
+        // Dropped inside another runtime (as a test's or the server's state is): it must not
+        // block or panic, and what was left on it stops.
+        let (_keep, wait) = oneshot::channel::<()>();
+        let waiting = handle.spawn(async move {
+            let _ = wait.await;
+        });
+        drop(thread);
+        let stopped = tokio::time::timeout(Duration::from_secs(5), waiting)
+            .await
+            .expect("the runtime stops at once");
+        assert!(stopped.is_err_and(|e| e.is_cancelled()));
+    }
+}
