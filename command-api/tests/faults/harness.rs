@@ -58,6 +58,9 @@ pub struct Engine {
     pub base: String,
     log: PathBuf,
     child: Option<Child>,
+    /// Whether this process's namespace is its own (not a sibling's): its JetStream stream
+    /// is then deleted when it is dropped, so the shared NATS does not keep every run's.
+    owns_stream: bool,
 }
 
 impl Engine {
@@ -86,6 +89,7 @@ impl Engine {
             base: format!("http://127.0.0.1:{port}"),
             log: scratch("engine").join("marquee.log"),
             child: None,
+            owns_stream: true,
         }
     }
 
@@ -104,6 +108,7 @@ impl Engine {
             base: format!("http://127.0.0.1:{port}"),
             log: scratch("sibling").join("marquee.log"),
             child: None,
+            owns_stream: false,
         }
     }
 
@@ -175,6 +180,40 @@ impl Engine {
 impl Drop for Engine {
     fn drop(&mut self) {
         self.kill9();
+        if self.owns_stream {
+            self.delete_stream();
+        }
+    }
+}
+
+impl Engine {
+    fn setting(&self, name: &str) -> String {
+        self.env.iter().find(|(k, _)| k == name).unwrap().1.clone()
+    }
+
+    /// Deletes the namespace's JetStream stream, if its NATS is still there (a private one
+    /// may be gone already, and then so is the stream). Runs on a thread of its own: a drop
+    /// may happen inside a test's runtime, which cannot be blocked on.
+    fn delete_stream(&self) {
+        let (url, namespace) = (self.setting("NATS_URL"), self.setting("MARQUEE_NAMESPACE"));
+        let stream = marquee_nats::Namespace::new(&namespace).unwrap().stream();
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let delete = async {
+                    let client = async_nats::connect(url).await.ok()?;
+                    async_nats::jetstream::new(client)
+                        .delete_stream(stream)
+                        .await
+                        .ok()
+                };
+                let _ = tokio::time::timeout(Duration::from_secs(5), delete).await;
+            })
+        })
+        .join();
     }
 }
 
