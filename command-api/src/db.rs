@@ -10,6 +10,19 @@ use std::time::Duration;
 /// The migrations of `migrations/`, embedded in the binary.
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
 
+/// The settings of the engine's pools, with at most `max_connections` connections.
+pub fn pool_options(max_connections: u32) -> PgPoolOptions {
+    PgPoolOptions::new()
+        .max_connections(max_connections)
+        // Waiting long for a connection only turns an outage into hung requests; fail fast
+        // and let the client retry.
+        .acquire_timeout(Duration::from_secs(5))
+        // No ping before every acquire: it doubled the round trips of short queries. A
+        // connection that died meanwhile fails its first statement instead, which is answered
+        // 503 (see `event_store::database_unavailable`) and leaves the pool.
+        .test_before_acquire(false)
+}
+
 /// Creates the database if needed, connects, and applies pending migrations.
 pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
     // Validate the URL first so a typo is reported as such, not as a connection failure.
@@ -26,15 +39,7 @@ pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
             }
         }
     }
-    let pool = PgPoolOptions::new()
-        .max_connections(16)
-        // Waiting long for a connection only turns an outage into hung requests; fail fast
-        // and let the client retry.
-        .acquire_timeout(Duration::from_secs(5))
-        // No ping before every acquire: it doubled the round trips of short queries. A
-        // connection that died meanwhile fails its first statement instead, which is answered
-        // 503 (see `event_store::database_unavailable`) and leaves the pool.
-        .test_before_acquire(false)
+    let pool = pool_options(16)
         .connect(url)
         .await
         .context("cannot connect to the database")?;

@@ -28,7 +28,6 @@ use crate::group_commit::{self, Batch, Committer};
 use crate::reservation_cache::{Owner, ReservationCache};
 use marquee_domain::showtime::{Showtime, ShowtimeCommand, ShowtimeError, ShowtimeEvent};
 use marquee_domain::{ReservationId, ShowtimeId};
-use sqlx::postgres::PgPoolOptions;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
@@ -174,10 +173,7 @@ impl Writers {
         // Created on the writers' runtime, so that its connections (opened by the writers
         // that use them) and its upkeep belong to that runtime's reactor.
         let inside = thread.handle().enter();
-        let pool = PgPoolOptions::new()
-            .max_connections(WRITER_CONNECTIONS)
-            .acquire_timeout(Duration::from_secs(5))
-            .test_before_acquire(false)
+        let pool = crate::db::pool_options(WRITER_CONNECTIONS)
             .connect_lazy_with((*store.pool().connect_options()).clone());
         // The direct baseline stays the stock path: one commit per command.
         let committer = (mode == WriterMode::Batched).then(|| Committer::start(pool.clone()));

@@ -168,12 +168,11 @@ impl Engine {
     }
 
     pub fn database_url(&self) -> &str {
-        &self
-            .env
-            .iter()
-            .find(|(k, _)| k == "DATABASE_URL")
-            .unwrap()
-            .1
+        self.setting("DATABASE_URL")
+    }
+
+    fn setting(&self, name: &str) -> &str {
+        &self.env.iter().find(|(k, _)| k == name).unwrap().1
     }
 }
 
@@ -187,16 +186,14 @@ impl Drop for Engine {
 }
 
 impl Engine {
-    fn setting(&self, name: &str) -> String {
-        self.env.iter().find(|(k, _)| k == name).unwrap().1.clone()
-    }
-
     /// Deletes the namespace's JetStream stream, if its NATS is still there (a private one
     /// may be gone already, and then so is the stream). Runs on a thread of its own: a drop
     /// may happen inside a test's runtime, which cannot be blocked on.
     fn delete_stream(&self) {
-        let (url, namespace) = (self.setting("NATS_URL"), self.setting("MARQUEE_NAMESPACE"));
-        let stream = marquee_nats::Namespace::new(&namespace).unwrap().stream();
+        let url = self.setting("NATS_URL").to_owned();
+        let stream = marquee_nats::Namespace::new(self.setting("MARQUEE_NAMESPACE"))
+            .unwrap()
+            .stream();
         let _ = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
