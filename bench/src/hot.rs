@@ -35,6 +35,8 @@ pub struct Plan {
     pub rounds: usize,
     pub many_clients: Vec<usize>,
     pub open_loads: Vec<u32>,
+    /// Hold attempts/s the open loop takes as saturation instead of the closed loop's.
+    pub saturation: Option<f64>,
     pub browse_clients: Vec<usize>,
     pub fsync_seconds: u32,
     pub chart: Option<PathBuf>,
@@ -265,6 +267,7 @@ async fn open_loop(server: &str, plan: &Plan, outcomes: &[Outcome]) -> anyhow::R
             .filter(|o| o.clients == customers)
             .map(Outcome::attempts_per_second)
             .fold(0.0, f64::max);
+        let saturation = plan.saturation.unwrap_or(saturation);
         if saturation == 0.0 {
             continue;
         }

@@ -166,12 +166,13 @@ impl Tally {
         self.late.value_at_quantile(0.99) as f64 / 1000.0
     }
 
-    fn count(&mut self, outcome: Outcome) {
+    fn count(&mut self, outcome: &Outcome) {
         let Outcome {
             status,
             latency,
             late,
-        } = outcome;
+            ..
+        } = *outcome;
         let _ = self.late.record(late.as_micros().max(1) as u64);
         let micros = latency.as_micros().max(1) as u64;
         let _ = self.latency.record(micros);
@@ -189,11 +190,13 @@ impl Tally {
 }
 
 /// One action's hold: its answer (none if it got none), its latency counted from the
-/// action's scheduled start, and how late it started.
+/// action's scheduled start, how late it started, and how long a shed customer was asked to
+/// wait before trying again (`Retry-After`).
 struct Outcome {
     status: Option<StatusCode>,
     latency: Duration,
     late: Duration,
+    retry_after: Option<Duration>,
 }
 
 /// What every customer of a run shares.
@@ -215,11 +218,12 @@ impl Workload {
     /// `since`, the action's scheduled start.
     async fn act(&self, token: &str, rng: &mut StdRng, since: Instant) -> Outcome {
         let late = since.elapsed();
-        let (status, latency) = self.hold_and_follow_up(token, rng, since).await;
+        let (status, latency, retry_after) = self.hold_and_follow_up(token, rng, since).await;
         Outcome {
             status,
             latency,
             late,
+            retry_after,
         }
     }
 
@@ -228,7 +232,7 @@ impl Workload {
         token: &str,
         rng: &mut StdRng,
         since: Instant,
-    ) -> (Option<StatusCode>, Duration) {
+    ) -> (Option<StatusCode>, Duration, Option<Duration>) {
         let showtime = &self.showtimes[rng.gen_range(0..self.showtimes.len())];
         let seats = self.picker.choose(rng);
         let sent = self
@@ -243,17 +247,22 @@ impl Workload {
             Ok(r) => r,
             Err(e) => {
                 self.report(&Chain(&e));
-                return (None, latency);
+                return (None, latency, None);
             }
         };
         let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok()?.parse().ok())
+            .map(Duration::from_secs);
         if !matches!(
             status,
             StatusCode::CREATED | StatusCode::CONFLICT | StatusCode::SERVICE_UNAVAILABLE
         ) {
             let body = response.text().await.unwrap_or_default();
             self.report(&format!("{status}: {body}"));
-            return (Some(status), latency);
+            return (Some(status), latency, retry_after);
         }
         if status == StatusCode::CREATED {
             let hold: Value = response.json().await.unwrap_or_default();
@@ -265,7 +274,7 @@ impl Workload {
             // a new TCP connection (which had filled the port range with TIME_WAIT sockets).
             let _ = response.bytes().await;
         }
-        (Some(status), latency)
+        (Some(status), latency, retry_after)
     }
 
     /// Tells of an unexpected answer on stderr, the first few times only: the tables count
@@ -394,7 +403,11 @@ fn raise_priority() {
     }
 }
 
-/// Every client acts back to back until `seconds` have passed.
+/// Every client acts back to back until `seconds` have passed. A client that is shed waits
+/// as long as its answer's `Retry-After` asks (as the web pages and any well-behaved client
+/// do) before its next action; one that retried at once would spend the server's time on
+/// being shed again, and past the engine's admission cap such clients spun: a closed loop of
+/// 1,000 clients against a cap of 256 made 246 holds/s where it made 1,396 uncapped.
 pub async fn closed_loop(
     work: &Workload,
     tokens: &[String],
@@ -407,7 +420,11 @@ pub async fn closed_loop(
             let mut rng = StdRng::seed_from_u64(i as u64);
             let mut tally = Tally::default();
             while Instant::now() < until {
-                tally.count(work.act(&token, &mut rng, Instant::now()).await);
+                let outcome = work.act(&token, &mut rng, Instant::now()).await;
+                tally.count(&outcome);
+                if let Some(wait) = outcome.retry_after {
+                    tokio::time::sleep_until(until.min(Instant::now() + wait).into()).await;
+                }
             }
             tally
         })
@@ -455,11 +472,11 @@ pub async fn open_loop(
             outcome
         });
         while let Some(done) = running.try_join_next() {
-            total.count(done?);
+            total.count(&done?);
         }
     }
     while let Some(done) = running.join_next().await {
-        total.count(done?);
+        total.count(&done?);
     }
     Ok(total)
 }

@@ -110,6 +110,11 @@ enum Command {
         /// Open-loop arrival rates for the engine, in % of its closed-loop saturation; 0 skips.
         #[arg(long, value_delimiter = ',', default_value = "50,80,100,120")]
         open_loads: Vec<u32>,
+        /// Hold attempts/s the open loop takes as the engine's saturation, instead of the
+        /// closed loop's at the largest client count: to compare settings at the same arrival
+        /// rates (a setting that sheds also lowers the closed loop's own rate).
+        #[arg(long)]
+        saturation: Option<f64>,
         /// Concurrent readers of the browse scenario, comma-separated; 0 skips.
         #[arg(long, value_delimiter = ',', default_value = "64,256")]
         browse_clients: Vec<usize>,
@@ -145,6 +150,7 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             many_clients,
             open_loads,
+            saturation,
             browse_clients,
             fsync_seconds,
             chart,
@@ -158,6 +164,7 @@ async fn main() -> anyhow::Result<()> {
                 rounds,
                 many_clients: nonzero(many_clients),
                 open_loads: open_loads.into_iter().filter(|&p| p > 0).collect(),
+                saturation,
                 browse_clients: nonzero(browse_clients),
                 fsync_seconds,
                 chart,

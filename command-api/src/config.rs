@@ -10,6 +10,9 @@ pub const MIN_JWT_SECRET_BYTES: usize = 32;
 /// the hot-showtime benchmark's 1,000 clients in a closed loop to wait a little rather than
 /// be shed, few enough that an admitted request does not queue behind seconds of work.
 pub const DEFAULT_MAX_IN_FLIGHT: u64 = 1024;
+/// Lag of the serving runtime, in milliseconds, past which the API sheds a share of new
+/// requests (see `crate::admission`).
+pub const DEFAULT_MAX_LAG_MS: u64 = 5;
 
 /// Everything the engine reads from its environment.
 #[derive(Clone, Debug)]
@@ -43,6 +46,9 @@ pub struct Config {
     /// `MARQUEE_MAX_IN_FLIGHT`: requests this process works on at once; one more is answered
     /// `503 overloaded` at once, before any work. `None` (0) admits everything.
     pub max_in_flight: Option<usize>,
+    /// `MARQUEE_MAX_LAG_MS`: how late the serving runtime may run before a share of new
+    /// requests is shed (see `crate::admission`). `None` (0) never sheds for lag.
+    pub max_lag: Option<Duration>,
     /// `MARQUEE_SHOWTIME_WRITER`: `batched` (the default) or `direct`, the stock
     /// load-decide-append-retry path, kept as the benchmark baseline.
     pub writer_mode: crate::writer::WriterMode,
@@ -115,6 +121,10 @@ impl Config {
             max_in_flight: match number(&var, "MARQUEE_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)? {
                 0 => None,
                 n => Some(n as usize),
+            },
+            max_lag: match number(&var, "MARQUEE_MAX_LAG_MS", DEFAULT_MAX_LAG_MS)? {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
             },
             writer_mode: match var("MARQUEE_SHOWTIME_WRITER").as_deref() {
                 None | Some("batched") => crate::writer::WriterMode::Batched,

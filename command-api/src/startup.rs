@@ -135,7 +135,7 @@ pub fn with_middleware(app: Router<AppState>, state: AppState) -> Router {
         }))
         // Outside everything that works on a request, so shedding one costs next to nothing.
         .layer(axum::middleware::from_fn_with_state(
-            admission::Gate::new(state.config.max_in_flight),
+            admission::Gate::new(state.config.max_in_flight, state.config.max_lag),
             admission::admit,
         ));
     // Outside the panic catcher, so even that answer carries them.

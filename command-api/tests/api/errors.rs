@@ -274,6 +274,56 @@ async fn a_full_showtime_queue_sheds_with_503_and_retry_after() {
 }
 
 #[tokio::test]
+async fn requests_are_shed_while_the_process_runs_late() {
+    let mut config = test_config(&fresh_database());
+    config.max_lag = Some(std::time::Duration::from_millis(5));
+    let app = spawn_with(config).await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let before = app.event_count().await;
+
+    // Twenty tasks ready at once on the runtime that serves, each holding its only thread
+    // for 2 ms per turn: whatever becomes ready waits about 40 ms for its turn, eight times
+    // the most allowed, as on a process whose cores are all busy.
+    let busy: Vec<_> = (0..20)
+        .map(|_| {
+            tokio::spawn(async {
+                let until = std::time::Instant::now() + std::time::Duration::from_millis(800);
+                while std::time::Instant::now() < until {
+                    std::thread::sleep(std::time::Duration::from_millis(2));
+                    tokio::task::yield_now().await;
+                }
+            })
+        })
+        .collect();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (shed, health) = (
+        app.hold(&ann, &showtime, &["A1"]).await,
+        app.get("/healthz", None).await,
+    );
+    futures::future::join_all(busy).await;
+
+    assert_eq!(shed.headers()["retry-after"], "1");
+    problem(shed, 503, "overloaded").await;
+    assert_eq!(
+        health.status(),
+        StatusCode::OK,
+        "health checks are never shed"
+    );
+    assert_eq!(
+        app.event_count().await,
+        before,
+        "the shed hold changed nothing"
+    );
+    // Once the runtime has caught up, the same hold is served.
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert_eq!(
+        app.hold(&ann, &showtime, &["A1"]).await.status(),
+        StatusCode::CREATED
+    );
+}
+
+#[tokio::test]
 async fn requests_past_the_in_flight_cap_are_shed_at_once() {
     let mut config = test_config(&fresh_database());
     config.max_in_flight = Some(1);
