@@ -35,6 +35,8 @@ pub struct Plan {
     pub rounds: usize,
     pub many_clients: Vec<usize>,
     pub open_loads: Vec<u32>,
+    /// `MARQUEE_MAX_LAG_MS` of the engine in the open loop, each load run with each; 0 is off.
+    pub open_lags: Vec<u64>,
     /// Hold attempts/s the open loop takes as saturation instead of the closed loop's.
     pub saturation: Option<f64>,
     pub browse_clients: Vec<usize>,
@@ -257,8 +259,8 @@ async fn open_loop(server: &str, plan: &Plan, outcomes: &[Outcome]) -> anyhow::R
         return Ok(());
     }
     println!("\n## Open loop, the engine on the hot showtime\n");
-    println!("| seats | load | saturation attempts/s | sent/s | holds/s | seat taken (409) | shed (503) | errors | p50 ms | p99 ms | p99.9 ms | admitted p99 ms | load late p99 ms | engine p99 ms | writer wait p99 ms | append p99 ms | double bookings |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
+    println!("| seats | load | max lag ms | saturation attempts/s | sent/s | holds/s | seat taken (409) | shed (503) | errors | p50 ms | p99 ms | p99.9 ms | admitted p99 ms | load late p99 ms | engine p99 ms | writer wait p99 ms | append p99 ms | double bookings |");
+    println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let customers = plan.clients.iter().copied().max().unwrap_or(64);
     for &choice in &plan.seats {
         let saturation = outcomes
@@ -271,9 +273,17 @@ async fn open_loop(server: &str, plan: &Plan, outcomes: &[Outcome]) -> anyhow::R
         if saturation == 0.0 {
             continue;
         }
-        for &load in &plan.open_loads {
+        for (&load, &lag) in plan
+            .open_loads
+            .iter()
+            .flat_map(|load| plan.open_lags.iter().map(move |lag| (load, lag)))
+        {
             let rate = saturation * f64::from(load) / 100.0;
-            let target = Target::start(server, Design::E, API_ONLY, 1, customers).await?;
+            let max_lag = (lag > 0).then(|| Duration::from_millis(lag));
+            let target = Target::start_with(server, Design::E, API_ONLY, 1, customers, |c| {
+                c.max_lag = max_lag
+            })
+            .await?;
             let work = workload(&target, choice)?;
             let (tokens, seconds) = (target.tokens.clone(), plan.seconds);
             let before = served::now();
@@ -288,7 +298,8 @@ async fn open_loop(server: &str, plan: &Plan, outcomes: &[Outcome]) -> anyhow::R
             let (t, violations) = (result?, audit?.len());
             let per_second = |n: u64| n as f64 / plan.seconds as f64;
             println!(
-                "| {choice:?} | {load}% | {saturation:.0} | {:.0} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {violations} |",
+                "| {choice:?} | {load}% | {} | {saturation:.0} | {:.0} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {violations} |",
+                max_lag.map_or("off".into(), |_| lag.to_string()),
                 per_second(t.attempts),
                 per_second(t.holds),
                 t.taken,

@@ -74,6 +74,8 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per process: the size of the larger variant costs nothing worth boxing for.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand)]
 enum Command {
     /// One hot showtime of 500 seats (and 100 showtimes, and browsing): the engine and its
@@ -110,6 +112,10 @@ enum Command {
         /// Open-loop arrival rates for the engine, in % of its closed-loop saturation; 0 skips.
         #[arg(long, value_delimiter = ',', default_value = "50,80,100,120")]
         open_loads: Vec<u32>,
+        /// `MARQUEE_MAX_LAG_MS` settings of the engine in the open loop, comma-separated; each
+        /// open-loop load runs with each, side by side (0 is off, the engine's default).
+        #[arg(long, value_delimiter = ',', default_value = "0,5")]
+        open_lags: Vec<u64>,
         /// Hold attempts/s the open loop takes as the engine's saturation, instead of the
         /// closed loop's at the largest client count: to compare settings at the same arrival
         /// rates (a setting that sheds also lowers the closed loop's own rate).
@@ -150,6 +156,7 @@ async fn main() -> anyhow::Result<()> {
             rounds,
             many_clients,
             open_loads,
+            open_lags,
             saturation,
             browse_clients,
             fsync_seconds,
@@ -164,6 +171,7 @@ async fn main() -> anyhow::Result<()> {
                 rounds,
                 many_clients: nonzero(many_clients),
                 open_loads: open_loads.into_iter().filter(|&p| p > 0).collect(),
+                open_lags,
                 saturation,
                 browse_clients: nonzero(browse_clients),
                 fsync_seconds,

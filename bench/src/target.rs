@@ -64,8 +64,21 @@ impl Target {
         showtimes: usize,
         customers: usize,
     ) -> anyhow::Result<Self> {
+        Self::start_with(server, design, roles, showtimes, customers, |_| {}).await
+    }
+
+    /// [`Target::start`] with the engine's configuration changed by `tune` first.
+    pub async fn start_with(
+        server: &str,
+        design: Design,
+        roles: Roles,
+        showtimes: usize,
+        customers: usize,
+        tune: impl FnOnce(&mut Config),
+    ) -> anyhow::Result<Self> {
         let database = format!("marquee_bench_hot_{}", uuid::Uuid::new_v4().simple());
-        let config = config(server, &database, design)?;
+        let mut config = config(server, &database, design)?;
+        tune(&mut config);
         let stream = (roles.relay || roles.projector).then(|| {
             let ns = marquee_nats::Namespace::new(&config.namespace).expect("a valid namespace");
             (config.nats_url.clone(), ns.stream())

@@ -6,16 +6,18 @@
 //! (which costs a small part of what serving it would), when either
 //!
 //! - `MARQUEE_MAX_IN_FLIGHT` requests are already in progress, or
-//! - the process is running late: its runtime takes longer than `MARQUEE_MAX_LAG_MS` to get
-//!   to work that is ready (see [`Lag`]). Then a share of new requests is shed, growing from
-//!   none at that lag to all at twice it.
+//! - `MARQUEE_MAX_LAG_MS` is set (it is off by default) and the process is running late: its
+//!   runtime takes longer than that to get to work that is ready (see [`Lag`]). Then a share
+//!   of new requests is shed, growing from none at that lag to all at twice it.
 //!
 //! The second is what keeps latency when the cores, not the cap, are the limit. A request
 //! that arrives while the runtime is behind waits, before anything here sees it, for the
 //! runtime to get round to reading it; so do the requests already in progress, at each step.
 //! That wait is the runtime's lag, and no count of requests in progress measures it: with
 //! 1,024 in progress a hot showtime's open loop at 120% of saturation had its admitted
-//! requests at over a second at p99, most of it before admission.
+//! requests at over a second at p99, most of it before admission. It is off by default
+//! because clients that wait out `Retry-After` leave the cores idle meanwhile: every closed
+//! loop saturates the cores, so with it on a closed loop is shed and waits (BENCHMARKS.md).
 //!
 //! A request counts from the moment it passes here until its handler has answered (a seat-map
 //! stream counts only until its headers are sent). Health checks and metrics are never shed,

@@ -11,8 +11,11 @@ pub const MIN_JWT_SECRET_BYTES: usize = 32;
 /// be shed, few enough that an admitted request does not queue behind seconds of work.
 pub const DEFAULT_MAX_IN_FLIGHT: u64 = 1024;
 /// Lag of the serving runtime, in milliseconds, past which the API sheds a share of new
-/// requests (see `crate::admission`).
-pub const DEFAULT_MAX_LAG_MS: u64 = 5;
+/// requests (see `crate::admission`): 0, off. Shedding for lag keeps admitted requests fast
+/// past saturation, but clients that wait out `Retry-After` leave the cores idle meanwhile:
+/// with 5 ms the benchmark's closed loops on 100 showtimes lost 34% to 61% of their holds/s
+/// (see BENCHMARKS.md), so it is for deployments that choose latency over throughput.
+pub const DEFAULT_MAX_LAG_MS: u64 = 0;
 
 /// Everything the engine reads from its environment.
 #[derive(Clone, Debug)]
