@@ -273,6 +273,18 @@ async fn a_full_showtime_queue_sheds_with_503_and_retry_after() {
     assert!(shed > 0, "200 holds at once cannot all fit a queue of one");
 }
 
+/// `shed` was answered `503 overloaded` with `Retry-After: 1`, and the health check sent
+/// meanwhile was served.
+async fn shed_while_healthy(shed: reqwest::Response, health: reqwest::Response) {
+    assert_eq!(shed.headers()["retry-after"], "1");
+    problem(shed, 503, "overloaded").await;
+    assert_eq!(
+        health.status(),
+        StatusCode::OK,
+        "health checks are never shed"
+    );
+}
+
 #[tokio::test]
 async fn requests_are_shed_while_the_process_runs_late() {
     let mut config = test_config(&fresh_database());
@@ -303,13 +315,7 @@ async fn requests_are_shed_while_the_process_runs_late() {
     );
     futures::future::join_all(busy).await;
 
-    assert_eq!(shed.headers()["retry-after"], "1");
-    problem(shed, 503, "overloaded").await;
-    assert_eq!(
-        health.status(),
-        StatusCode::OK,
-        "health checks are never shed"
-    );
+    shed_while_healthy(shed, health).await;
     assert_eq!(
         app.event_count().await,
         before,
@@ -341,13 +347,7 @@ async fn requests_past_the_in_flight_cap_are_shed_at_once() {
             (shed, app.get("/healthz", None).await)
         });
 
-    assert_eq!(shed.headers()["retry-after"], "1");
-    problem(shed, 503, "overloaded").await;
-    assert_eq!(
-        health.status(),
-        StatusCode::OK,
-        "health checks are never shed"
-    );
+    shed_while_healthy(shed, health).await;
     assert_eq!(
         paid.status(),
         StatusCode::CREATED,
