@@ -3,12 +3,11 @@
 //! Every 4xx/5xx leaves through [`ApiError`]: one `status()` match, one `IntoResponse`. Axum's
 //! own rejections (bad JSON, wrong content type, bad path) are turned into it by the
 //! extractors [`AppJson`], [`AppPath`] and [`AppQuery`]. Internal errors are logged once, with
-//! their cause chain, by the `log_internal_errors` middleware and never reach the client.
+//! their cause chain, by the metrics middleware (see [`log_internal_error`]) and never reach the client.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::{header, request::Parts, HeaderValue, StatusCode};
-use axum::middleware::Next;
+use axum::http::{header, request::Parts, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -262,15 +261,12 @@ impl IntoResponse for ApiError {
     }
 }
 
-/// Logs the cause of every internal error once, where it is answered.
-pub async fn log_internal_errors(request: Request, next: Next) -> Response {
-    let method = request.method().clone();
-    let path = request.uri().path().to_owned();
-    let response = next.run(request).await;
+/// Logs the cause of an internal error, if `response` answers one. Called once per request,
+/// where it is answered (by the metrics middleware, which sees every response anyway).
+pub fn log_internal_error(method: &Method, path: &str, response: &Response) {
     if let Some(InternalCause(cause)) = response.extensions().get::<InternalCause>() {
         tracing::error!(%method, %path, status = response.status().as_u16(), cause, "request failed");
     }
-    response
 }
 
 impl From<sqlx::Error> for ApiError {

@@ -18,7 +18,8 @@
 //! - [`routes`]: one module per resource, and the OpenAPI document.
 //! - [`timer`]: records hold expiries.
 //! - [`live`]: live seat maps fed from the event stream, for the seat-map streams.
-//! - [`metrics`]: the Prometheus recorder and `/metrics`.
+//! - [`metrics`]: the Prometheus recorder, `/metrics` and the per-request series.
+//! - [`headers`]: request ids and the security headers of every answer.
 //! - [`operator`]: `marquee events` (export) and `marquee replay`.
 //! - [`startup`]: builds the state and router, and runs the engine's roles (API, relay,
 //!   projector).
@@ -33,6 +34,7 @@ pub mod error;
 pub mod event_store;
 pub mod generate;
 pub mod group_commit;
+pub mod headers;
 pub mod history;
 pub mod idempotency;
 pub mod live;

@@ -405,14 +405,13 @@ fn whole_seconds(wait: Duration) -> u64 {
 }
 
 /// The middleware: limits the limited routes, passes everything else through untouched.
-/// With rate limits off (`None`) it passes everything.
+/// (With rate limits off it is not in the stack at all.)
 pub async fn enforce(
-    State(limiters): State<Option<Arc<Limiters>>>,
+    State(limiters): State<Arc<Limiters>>,
     request: Request,
     next: Next,
 ) -> Response {
-    let class = Class::of(request.method(), request.uri().path());
-    let (Some(limiters), Some(class)) = (limiters, class) else {
+    let Some(class) = Class::of(request.method(), request.uri().path()) else {
         return next.run(request).await;
     };
     match limiters.admit(class, request).await {

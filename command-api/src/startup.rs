@@ -7,8 +7,9 @@
 use crate::admission;
 use crate::auth::{bootstrap_admin, signing_secret, TokenKeys};
 use crate::config::Config;
-use crate::error::{log_internal_errors, method_not_allowed, not_found};
+use crate::error::{method_not_allowed, not_found};
 use crate::event_store::EventStore;
+use crate::headers::{ExchangeHeadersLayer, X_REQUEST_ID};
 use crate::payment::TestCardProcessor;
 use crate::ratelimit::{self, Limiters};
 use crate::state::{AppState, Shared};
@@ -16,7 +17,6 @@ use crate::writer::Writers;
 use crate::{db, idempotency, metrics, routes, timer};
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
-use axum::http::HeaderName;
 use axum::routing::get;
 use axum::Router;
 use marquee_nats::relay::Relay;
@@ -26,7 +26,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa_swagger_ui::SwaggerUi;
@@ -104,50 +103,42 @@ pub fn routes() -> Router<AppState> {
         .method_not_allowed_fallback(method_not_allowed)
 }
 
-/// `app` behind the engine's middleware: request ids, tracing, security headers, the panic
-/// catcher, metrics, the body limit, rate limits and idempotency keys.
+/// `app` behind the engine's middleware: request ids and security headers, tracing, admission,
+/// the panic catcher, metrics, the body limit, rate limits and idempotency keys.
+///
+/// Every layer added with [`Router::layer`] wraps each route in a boxed service of its own, so
+/// every request pays an allocation and a dynamic call per layer. Only the layers that need
+/// the matched route (metrics count by route template) or sit inside them are added that way;
+/// the outer ones wrap the whole router once, as plain tower layers.
 pub fn with_middleware(app: Router<AppState>, state: AppState) -> Router {
-    let x_request_id = HeaderName::from_static("x-request-id");
-    let limiters = state.config.rate_limits.as_ref().map(|limits| {
-        Arc::new(Limiters::new(
-            limits,
-            state.config.proxy_hops,
-            state.keys.clone(),
-        ))
-    });
-    let app = app
-        .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
-            idempotency::idempotency,
-        ))
-        // Outside idempotency: a limited request is refused before it touches anything.
-        .layer(axum::middleware::from_fn_with_state(
-            limiters,
+    let mut app = app.layer(axum::middleware::from_fn_with_state(
+        state.clone(),
+        idempotency::idempotency,
+    ));
+    // Outside idempotency: a limited request is refused before it touches anything. With rate
+    // limits off there is no layer at all.
+    if let Some(limits) = &state.config.rate_limits {
+        let limiters = Limiters::new(limits, state.config.proxy_hops, state.keys.clone());
+        app = app.layer(axum::middleware::from_fn_with_state(
+            Arc::new(limiters),
             ratelimit::enforce,
-        ))
-        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
-        .layer(axum::middleware::from_fn(log_internal_errors))
-        .layer(axum::middleware::from_fn(metrics::track))
-        .layer(CatchPanicLayer::custom(|_| {
-            axum::response::IntoResponse::into_response(crate::error::ApiError::Internal(
-                anyhow::anyhow!("a request handler panicked"),
-            ))
-        }))
-        // Outside everything that works on a request, so shedding one costs next to nothing.
-        .layer(axum::middleware::from_fn_with_state(
-            admission::Gate::new(state.config.max_in_flight, state.config.max_lag),
-            admission::admit,
         ));
-    // Outside the panic catcher, so even that answer carries them.
-    routes::with_security_headers(app)
-        .layer(PropagateRequestIdLayer::new(x_request_id.clone()))
+    }
+    let routed = app
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BODY))
+        .layer(axum::middleware::from_fn(metrics::track))
+        .with_state(state.clone());
+    let outer = tower::ServiceBuilder::new()
+        // Outermost: the span below logs the request id, and every answer (the panic
+        // catcher's and the shed ones too) carries the security headers.
+        .layer(ExchangeHeadersLayer)
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(|request: &axum::http::Request<_>| {
                     // Path only: query strings are logged nowhere, headers (tokens) never.
                     let request_id = request
                         .headers()
-                        .get("x-request-id")
+                        .get(X_REQUEST_ID)
                         .and_then(|v| v.to_str().ok())
                         .unwrap_or("");
                     tracing::info_span!("request", method = %request.method(),
@@ -155,8 +146,18 @@ pub fn with_middleware(app: Router<AppState>, state: AppState) -> Router {
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
-        .layer(SetRequestIdLayer::new(x_request_id, MakeRequestUuid))
-        .with_state(state)
+        // Outside everything that works on a request, so shedding one costs next to nothing.
+        .layer(axum::middleware::from_fn_with_state(
+            admission::Gate::new(state.config.max_in_flight, state.config.max_lag),
+            admission::admit,
+        ))
+        .layer(CatchPanicLayer::custom(|_| {
+            axum::response::IntoResponse::into_response(crate::error::ApiError::Internal(
+                anyhow::anyhow!("a request handler panicked"),
+            ))
+        }))
+        .service(routed);
+    Router::new().fallback_service(outer)
 }
 
 /// Runs every part of the engine: [`run`] with [`Roles::ALL`].

@@ -14,10 +14,7 @@ pub mod users;
 pub mod web;
 
 use crate::state::AppState;
-use axum::extract::Request;
-use axum::http::{header, HeaderValue, Method};
-use axum::middleware::Next;
-use axum::response::Response;
+use axum::http::{header, HeaderValue};
 use axum::Router;
 use tower_http::set_header::SetResponseHeaderLayer;
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -73,10 +70,7 @@ pub fn api() -> OpenApiRouter<AppState> {
     api
 }
 
-/// The Content-Security-Policy of API answers: JSON is never a document, so it may load
-/// nothing, run nothing and be framed by nobody.
-pub const API_CSP: &str =
-    "default-src 'none'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'";
+pub use crate::headers::API_CSP;
 
 /// The Content-Security-Policy of the Swagger UI at `/docs`: its own scripts and styles only
 /// (no inline script; it sets inline styles and draws icons from `data:` URIs), requests to
@@ -86,51 +80,10 @@ pub const DOCS_CSP: &str =
      img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
      form-action 'none'";
 
-/// Gives the docs UI its own Content-Security-Policy; [`with_security_headers`] keeps it.
+/// Gives the docs UI its own Content-Security-Policy; [`crate::headers::ExchangeHeaders`] keeps it.
 pub fn with_docs_csp<S: Clone + Send + Sync + 'static>(docs: Router<S>) -> Router<S> {
     docs.layer(SetResponseHeaderLayer::overriding(
         header::CONTENT_SECURITY_POLICY,
         HeaderValue::from_static(DOCS_CSP),
     ))
-}
-
-/// The headers every response carries, errors included: no MIME sniffing, no framing, no
-/// referrer, HTTPS only once a browser has seen it over HTTPS, and the API's
-/// Content-Security-Policy where no route set its own. Answers that may hold personal data or
-/// tokens are never stored by caches.
-pub fn with_security_headers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
-    let always = [
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::STRICT_TRANSPORT_SECURITY, "max-age=31536000"),
-    ];
-    let mut router = router
-        .layer(axum::middleware::from_fn(no_store_when_private))
-        .layer(SetResponseHeaderLayer::if_not_present(
-            header::CONTENT_SECURITY_POLICY,
-            HeaderValue::from_static(API_CSP),
-        ));
-    for (name, value) in always {
-        router = router.layer(SetResponseHeaderLayer::overriding(
-            name,
-            HeaderValue::from_static(value),
-        ));
-    }
-    router
-}
-
-/// `Cache-Control: no-store` on every answer to a request with a bearer token and on every
-/// answer to a write (a token, an account, tickets); public reads stay cacheable.
-async fn no_store_when_private(request: Request, next: Next) -> Response {
-    let private = request.headers().contains_key(header::AUTHORIZATION)
-        || !matches!(*request.method(), Method::GET | Method::HEAD);
-    let mut response = next.run(request).await;
-    if private {
-        response
-            .headers_mut()
-            .entry(header::CACHE_CONTROL)
-            .or_insert(HeaderValue::from_static("no-store"));
-    }
-    response
 }

@@ -840,3 +840,53 @@ async fn passwords_tokens_and_card_numbers_never_reach_logs_events_or_tables() {
         assert!(!tables.contains(secret), "{secret} is stored in a table");
     }
 }
+
+/// The request counter's value for `method` and `route`, summed over statuses.
+fn requests_counted(metrics: &str, method: &str, route: &str) -> f64 {
+    let labels = [format!("method=\"{method}\""), format!("route=\"{route}\"")];
+    metrics
+        .lines()
+        .filter(|l| l.starts_with("marquee_http_requests_total{"))
+        .filter(|l| labels.iter().all(|label| l.contains(label.as_str())))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test]
+async fn requests_are_counted_by_route_template_and_odd_methods_make_no_new_series() {
+    let app = spawn_app().await;
+    let text = |r: Response| async move { r.text().await.unwrap() };
+    let route = "/v1/movies/{id}";
+    let before = requests_counted(&text(app.get("/metrics", None).await).await, "GET", route);
+    let missing: Vec<String> = (0..3)
+        .map(|_| format!("/v1/movies/{}", Uuid::new_v4()))
+        .collect();
+    for path in &missing {
+        assert_eq!(app.get(path, None).await.status(), StatusCode::NOT_FOUND);
+    }
+    let odd = reqwest::Method::from_bytes(b"BREW").unwrap();
+    let brewed = app
+        .client
+        .request(odd, app.url("/v1/movies"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(brewed.status(), StatusCode::METHOD_NOT_ALLOWED);
+    let metrics = text(app.get("/metrics", None).await).await;
+    // Other tests in this process count requests too: at least these three.
+    assert!(
+        requests_counted(&metrics, "GET", route) >= before + 3.0,
+        "three requests counted under the template, not their paths: {metrics}"
+    );
+    assert!(missing.iter().all(|path| !metrics.contains(path.as_str())));
+    assert!(
+        !metrics.contains("BREW"),
+        "a client's own method is no label"
+    );
+    assert!(metrics
+        .lines()
+        .any(|l| l.starts_with("marquee_http_requests_total{method=\"OTHER\"")));
+    assert!(metrics.contains(
+        "marquee_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/movies/{id}\"}"
+    ));
+}
