@@ -3,7 +3,8 @@
 //! Every 4xx/5xx leaves through [`ApiError`]: one `status()` match, one `IntoResponse`. Axum's
 //! own rejections (bad JSON, wrong content type, bad path) are turned into it by the
 //! extractors [`AppJson`], [`AppPath`] and [`AppQuery`]. Internal errors are logged once, with
-//! their cause chain, by the metrics middleware (see [`log_internal_error`]) and never reach the client.
+//! their cause chain, by the metrics middleware (see [`log_internal_error`]) and never reach
+//! the client.
 
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};

@@ -1,9 +1,10 @@
 //! The headers of every exchange, set in one pass around the whole HTTP surface: a request id
 //! on every request and its answer, and the security headers of every answer.
 //!
-//! One layer instead of one per header: every layer of the stack is paid by every request, and
-//! at tens of thousands of requests a second the separate layers (five headers, a middleware
-//! for `Cache-Control`, and two for the request id) cost more CPU than deciding a hold.
+//! One layer instead of one per header: every layer of the stack is paid by every request. Here
+//! there were eight (five headers, a middleware for `Cache-Control`, two for the request id);
+//! in a trial on a hot showtime without them and the tracing layer, the engine answered about
+//! a fifth more requests.
 
 use axum::http::{header, HeaderMap, HeaderName, HeaderValue, Method, Request, Response};
 use pin_project_lite::pin_project;

@@ -75,8 +75,9 @@ struct RequestSeries {
 
 /// The series of every route, method and status seen so far, by route. Asking the recorder for
 /// a series builds its key (a string per label) and looks it up in a map shared by every
-/// metric; at tens of thousands of requests a second that was a tenth of the API's CPU. Here a
-/// request costs one read lock and a lookup by route; the recorder is asked once per series.
+/// metric; in a trial on a hot showtime without this middleware, the engine answered about a
+/// tenth more requests. Here a request costs one read lock and a lookup by route; the recorder
+/// is asked once per series.
 static SERIES: LazyLock<RwLock<HashMap<Box<str>, Vec<Seen>>>> = LazyLock::new(|| {
     // Handles taken before the recorder is installed would count nowhere, forever.
     recorder();

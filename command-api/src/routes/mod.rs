@@ -80,7 +80,8 @@ pub const DOCS_CSP: &str =
      img-src 'self' data:; connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; \
      form-action 'none'";
 
-/// Gives the docs UI its own Content-Security-Policy; [`crate::headers::ExchangeHeaders`] keeps it.
+/// Gives the docs UI its own Content-Security-Policy; [`crate::headers::ExchangeHeaders`]
+/// keeps it.
 pub fn with_docs_csp<S: Clone + Send + Sync + 'static>(docs: Router<S>) -> Router<S> {
     docs.layer(SetResponseHeaderLayer::overriding(
         header::CONTENT_SECURITY_POLICY,
