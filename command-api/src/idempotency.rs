@@ -5,24 +5,52 @@
 //! anything (no second hold, no second charge). The same key with another request is 422. A
 //! second copy arriving while the first is still running is 409, so two retries racing each
 //! other cannot both run. Failures the client should retry (5xx, 429) are not remembered.
+//!
+//! Keys are honoured only where the API documents them: the creating `POST`s of [`ROUTES`],
+//! each only for a caller allowed to make it. Anywhere else a key is ignored, so no anonymous
+//! request can make the engine buffer a body or a stream, or store a row. Keys are scoped to
+//! the verified user; registration has no user, so its key is scoped to the request itself
+//! (another client reusing the key gets no one else's answer).
 
-use crate::auth::bearer;
+use crate::auth::{bearer, AuthUser};
 use crate::error::ApiError;
+use crate::startup::MAX_REQUEST_BODY;
 use crate::state::AppState;
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderValue, StatusCode};
+use axum::http::{header, HeaderValue, Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use uuid::Uuid;
 
-/// The largest body a remembered request or response may have.
-const MAX_BODY: usize = 1 << 20;
 /// After this long without an answer a claim counts as abandoned (its process died). Longer
 /// than any request can take, payment latency included.
 const ABANDONED_AFTER_SECONDS: i32 = 120;
+/// The largest answer remembered: a created theater echoes a request of up to 64 KiB.
+const MAX_RESPONSE_BODY: usize = 1 << 20;
 /// How long a key is remembered.
 const KEEP_HOURS: i32 = 24;
+
+/// Who may use a key on a route.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Caller {
+    /// Anyone: the key is scoped to the request.
+    Anyone,
+    /// A customer with a valid token.
+    User,
+    /// An admin.
+    Admin,
+}
+
+/// The routes that honour `Idempotency-Key` (all `POST`), and who may use it there.
+const ROUTES: [(&str, Caller); 6] = [
+    ("/v1/users", Caller::Anyone),
+    ("/v1/theaters", Caller::Admin),
+    ("/v1/movies", Caller::Admin),
+    ("/v1/showtimes", Caller::Admin),
+    ("/v1/reservations", Caller::User),
+    ("/v1/tickets", Caller::User),
+];
 
 pub async fn idempotency(State(state): State<AppState>, request: Request, next: Next) -> Response {
     match handle(state, request, next).await {
@@ -31,7 +59,32 @@ pub async fn idempotency(State(state): State<AppState>, request: Request, next: 
     }
 }
 
+/// The route's caller rule, when the request is a `POST` to a route that honours keys.
+fn honoured_on(method: &Method, path: &str) -> Option<Caller> {
+    if method != Method::POST {
+        return None;
+    }
+    ROUTES.iter().find(|(p, _)| *p == path).map(|(_, c)| *c)
+}
+
+/// The user a key is scoped to, when the caller may use keys on the route; `None` ignores it.
+fn verified_user(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    caller: Caller,
+) -> Option<AuthUser> {
+    let user = bearer(parts).and_then(|t| state.keys.verify(t).ok());
+    match caller {
+        Caller::Anyone => None,
+        Caller::User => user,
+        Caller::Admin => user.filter(AuthUser::is_admin),
+    }
+}
+
 async fn handle(state: AppState, request: Request, next: Next) -> Result<Response, ApiError> {
+    let Some(caller) = honoured_on(request.method(), request.uri().path()) else {
+        return Ok(next.run(request).await);
+    };
     let Some(key) = request.headers().get("idempotency-key") else {
         return Ok(next.run(request).await);
     };
@@ -47,10 +100,13 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
         })?
         .to_owned();
     let (parts, body) = request.into_parts();
-    let scope = bearer(&parts)
-        .and_then(|t| state.keys.verify(t).ok())
-        .map_or(Uuid::nil(), |u| u.id.0);
-    let bytes = to_bytes(body, MAX_BODY)
+    let user = verified_user(&state, &parts, caller);
+    if caller != Caller::Anyone && user.is_none() {
+        // Refused by the route anyway (401 or 403): nothing to remember.
+        return Ok(next.run(Request::from_parts(parts, body)).await);
+    }
+    // The same limit the route applies, before a byte more is read.
+    let bytes = to_bytes(body, MAX_REQUEST_BODY)
         .await
         .map_err(|_| ApiError::PayloadTooLarge)?;
     let hash = state.keys.fingerprint(&[
@@ -58,6 +114,10 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
         parts.uri.path().as_bytes(),
         &bytes,
     ]);
+    let scope = match &user {
+        Some(u) => u.id.0,
+        None => request_scope(&hash),
+    };
 
     // Forget an expired key, or a claim whose request never finished (the process died with
     // it), then claim it; exactly one concurrent request wins the claim.
@@ -88,6 +148,12 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
         .run(Request::from_parts(parts, Body::from(bytes)))
         .await;
     remember(&state, scope, &key, response).await
+}
+
+/// The scope of a key used without an account: the request's own fingerprint, as a UUID.
+fn request_scope(hash: &str) -> Uuid {
+    let bytes = hash.get(..32).and_then(|h| hex::decode(h).ok());
+    Uuid::from_slice(&bytes.expect("a fingerprint is 64 hex digits")).expect("16 bytes")
 }
 
 /// A remembered request and, once it finished, its response.
@@ -163,7 +229,7 @@ async fn remember(
         return Ok(response);
     }
     let (parts, body) = response.into_parts();
-    let bytes = to_bytes(body, MAX_BODY)
+    let bytes = to_bytes(body, MAX_RESPONSE_BODY)
         .await
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("reading response: {e}")))?;
     let content_type = parts

@@ -80,3 +80,136 @@ async fn keys_of_different_users_do_not_collide() {
         assert_eq!(r.status(), StatusCode::CREATED);
     }
 }
+
+/// Rows the idempotency layer has stored.
+async fn remembered(app: &TestApp) -> i64 {
+    sqlx::query_scalar("select count(*) from idempotency_keys")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_key_on_a_seat_map_stream_is_ignored_and_the_stream_flows() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let first_event = async {
+        let mut response = app
+            .client
+            .get(app.url(&format!("/v1/showtimes/{showtime}/seats/stream")))
+            .header("idempotency-key", "stream-1")
+            .send()
+            .await
+            .unwrap();
+        response
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the stream stays open")
+    };
+    // Buffering the answer to remember it would wait for a stream that never ends.
+    let first = tokio::time::timeout(std::time::Duration::from_secs(5), first_event)
+        .await
+        .expect("the stream's first event arrives");
+    assert!(String::from_utf8_lossy(&first).contains("snapshot"));
+    assert_eq!(remembered(&app).await, 0);
+}
+
+#[tokio::test]
+async fn keys_on_reads_logins_and_refused_callers_store_nothing() {
+    let app = spawn_app().await;
+    let ann = app.customer().await;
+    for i in 0..5 {
+        let r = app
+            .client
+            .get(app.url("/openapi.json"))
+            .header("idempotency-key", format!("read-{i}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::OK);
+        assert!(r.headers().get("idempotent-replayed").is_none());
+    }
+    let login = || {
+        app.client
+            .post(app.url("/v1/auth/token"))
+            .header("idempotency-key", "login-1")
+            .json(&json!({"email": ADMIN_EMAIL, "password": ADMIN_PASSWORD}))
+            .send()
+    };
+    let (first, second) = (login().await.unwrap(), login().await.unwrap());
+    assert_eq!(
+        (first.status(), second.status()),
+        (StatusCode::OK, StatusCode::OK)
+    );
+    assert!(second.headers().get("idempotent-replayed").is_none());
+    // A customer on an admin route, and no token on a customer route: refused, not kept.
+    let theater = app
+        .client
+        .post(app.url("/v1/movies"))
+        .bearer_auth(&ann)
+        .header("idempotency-key", "movie-1")
+        .json(&json!({"title": "Heat", "runtime_minutes": 170}))
+        .send()
+        .await
+        .unwrap();
+    problem(theater, 403, "forbidden").await;
+    let anonymous = app
+        .client
+        .post(app.url("/v1/reservations"))
+        .header("idempotency-key", "hold-1")
+        .json(&json!({"showtime_id": uuid::Uuid::nil(), "seats": ["A1"]}))
+        .send()
+        .await
+        .unwrap();
+    problem(anonymous, 401, "unauthenticated").await;
+    assert_eq!(remembered(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_refused_before_it_is_read_or_kept() {
+    let app = spawn_app().await;
+    let ann = app.customer().await;
+    let big =
+        json!({"showtime_id": uuid::Uuid::nil(), "seats": ["A1"], "pad": "x".repeat(200 * 1024)});
+    let r = app
+        .client
+        .post(app.url("/v1/reservations"))
+        .bearer_auth(&ann)
+        .header("idempotency-key", "big-1")
+        .json(&big)
+        .send()
+        .await
+        .unwrap();
+    problem(r, 413, "payload-too-large").await;
+    assert_eq!(remembered(&app).await, 0);
+}
+
+#[tokio::test]
+async fn a_registration_key_is_scoped_to_its_request_so_no_one_else_gets_its_answer() {
+    let app = spawn_app().await;
+    let register = |email: &str| {
+        app.client
+            .post(app.url("/v1/users"))
+            .header("idempotency-key", "signup")
+            .json(&json!({"email": email, "password": "correct horse", "name": "Ann"}))
+            .send()
+    };
+    let first = register("ann@example.com").await.unwrap();
+    assert_eq!(first.status(), StatusCode::CREATED);
+    let again = register("ann@example.com").await.unwrap();
+    assert_eq!(again.status(), StatusCode::CREATED);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    // Another client with the same key: its own registration, never Ann's answer.
+    let other = register("bob@example.com").await.unwrap();
+    assert_eq!(other.status(), StatusCode::CREATED);
+    assert!(other.headers().get("idempotent-replayed").is_none());
+    let body: Value = other.json().await.unwrap();
+    assert_eq!(body["email"], "bob@example.com");
+    let scopes: Vec<uuid::Uuid> = sqlx::query_scalar("select scope from idempotency_keys")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(scopes.len(), 2);
+    assert!(scopes.iter().all(|s| !s.is_nil()));
+}
