@@ -5,6 +5,7 @@
 //!   deployments (or test runs) on one NATS never see each other's events.
 //! - [`envelope`]: the wire form of an event, read from the `events` table.
 //! - [`stream`]: creating the stream.
+//! - [`outbox`]: the log in commit order, the relay's leadership and its fenced checkpoint.
 //! - [`relay`]: the outbox relay, publishing the `events` table to JetStream in commit order.
 //! - [`consumer`]: a runner for durable pull consumers with explicit ack, redelivery with
 //!   backoff, and parking of events that keep failing.
@@ -12,6 +13,7 @@
 pub mod consumer;
 pub mod envelope;
 pub mod names;
+pub mod outbox;
 pub mod relay;
 pub mod stream;
 #[cfg(feature = "testing")]

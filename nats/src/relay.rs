@@ -8,17 +8,25 @@
 //! then moves its checkpoint in Postgres. A crash between the two republishes at most one
 //! batch, which JetStream's duplicate window and the idempotent projections absorb.
 //!
-//! One relay is active per namespace: the one holding a Postgres advisory lock on a dedicated
-//! connection. Others wait and take over when that connection goes away.
+//! One relay is active per namespace, the holder of an advisory lock
+//! ([`Leadership`]); others wait and take over when its session goes away. The active relay
+//! reads the log and moves its checkpoint on that session only, so one that was deposed
+//! without noticing stops at its next statement.
+//!
+//! When it becomes active, the relay compares the stream with its checkpoint. If the stream's
+//! last message comes before the checkpoint (NATS lost its storage, or the most recent part
+//! of it), it republishes from that message on ([`Refill`]).
 
-use crate::envelope::{Envelope, COLUMNS};
+use crate::envelope::Envelope;
+use crate::outbox::Leadership;
 use crate::{stream, Error, Namespace};
 use async_nats::jetstream::{self, message::PublishMessage};
-use sqlx::pool::PoolConnection;
 use sqlx::postgres::PgListener;
-use sqlx::{PgPool, Postgres};
+use sqlx::PgPool;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
+
+pub use crate::outbox::{read_after, Cursor};
 
 /// Events published per round.
 const BATCH: i64 = 500;
@@ -28,42 +36,29 @@ const IDLE_POLL: Duration = Duration::from_millis(200);
 /// How often the backlog gauge is refreshed while busy.
 const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
-/// A position in the log: everything up to and including it is published.
-#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
-pub struct Cursor {
-    pub tx_id: String,
-    pub position: i64,
+/// Republishing events the stream lost, up to the checkpoint.
+///
+/// JetStream remembers the ids of deleted messages for its whole duplicate window, and would
+/// drop the republished events as duplicates of themselves. So up to the checkpoint they go
+/// out as `<type>:<id>:<sequence>:refill-<round>`, where the round is the stream's last
+/// sequence when the refill started: it differs from any earlier refill's, since the stream
+/// stored messages since, or lost its storage and its memory of ids with it. Within a round,
+/// a batch sent again is still deduplicated.
+#[derive(Debug)]
+struct Refill {
+    until: Cursor,
+    round: u64,
 }
 
-impl Cursor {
-    /// Before the first event.
-    pub fn start() -> Self {
-        Self {
-            tx_id: "0".into(),
-            position: 0,
+impl Refill {
+    fn message_id(refill: Option<&Self>, event: &Envelope) -> Result<String, Error> {
+        match refill {
+            Some(r) if !r.until.precedes(&Cursor::of(event))? => {
+                Ok(format!("{}:refill-{}", event.message_id(), r.round))
+            }
+            _ => Ok(event.message_id()),
         }
     }
-}
-
-/// Reads the events after `cursor` that no running transaction can precede any more.
-pub async fn read_after(
-    pool: &PgPool,
-    cursor: &Cursor,
-    limit: i64,
-) -> Result<Vec<Envelope>, Error> {
-    let sql = format!(
-        "select {COLUMNS} from events
-         where (tx_id, position) > ($1::text::xid8, $2)
-           and tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         order by tx_id, position
-         limit $3"
-    );
-    Ok(sqlx::query_as::<_, Envelope>(&sql)
-        .bind(&cursor.tx_id)
-        .bind(cursor.position)
-        .bind(limit)
-        .fetch_all(pool)
-        .await?)
 }
 
 /// The relay of one namespace.
@@ -83,7 +78,8 @@ impl Relay {
     }
 
     /// Runs until `shutdown` fires: waits to be the leader, then publishes. Errors (NATS or
-    /// Postgres unreachable) are logged and retried with backoff; they never end the loop.
+    /// Postgres unreachable, the leadership lost) are logged and retried with backoff; they
+    /// never end the loop.
     pub async fn run(self, shutdown: CancellationToken) {
         let mut backoff = Duration::from_millis(200);
         while !shutdown.is_cancelled() {
@@ -103,36 +99,28 @@ impl Relay {
 
     /// Becomes the leader (waiting while another relay is), then publishes until shutdown.
     async fn lead(&self, shutdown: &CancellationToken) -> Result<(), Error> {
-        let Some(lock) = self.become_leader(shutdown).await? else {
+        let Some(mut leadership) = self.become_leader(shutdown).await? else {
             return Ok(());
         };
         tracing::info!(namespace = self.ns.as_str(), "relay is the active relay");
         metrics::gauge!("marquee_relay_leader").set(1.0);
-        let mut lock = lock;
-        let result = self.publish_loop(&mut lock, shutdown).await;
+        let result = self.publish_loop(&mut leadership, shutdown).await;
         metrics::gauge!("marquee_relay_leader").set(0.0);
-        // However the loop ended, give the leadership up: a pooled connection returned to
-        // the pool would keep holding the advisory lock, and no relay could take over.
-        let _ = lock.close().await;
+        // However the loop ended (a failed statement on the lock's session included: the
+        // lock may be gone), give the leadership up and compete again from scratch.
+        leadership.give_up().await;
         result
     }
 
     async fn become_leader(
         &self,
         shutdown: &CancellationToken,
-    ) -> Result<Option<PoolConnection<Postgres>>, Error> {
-        let key = self.ns.relay_lock_key();
+    ) -> Result<Option<Leadership>, Error> {
         let mut announced = false;
         loop {
-            let mut conn = self.pool.acquire().await?;
-            let got: bool = sqlx::query_scalar("select pg_try_advisory_lock($1)")
-                .bind(key)
-                .fetch_one(&mut *conn)
-                .await?;
-            if got {
-                return Ok(Some(conn));
+            if let Some(leadership) = Leadership::try_take(&self.pool, &self.ns).await? {
+                return Ok(Some(leadership));
             }
-            drop(conn);
             if !announced {
                 tracing::info!("another relay is active; standing by");
                 announced = true;
@@ -146,16 +134,10 @@ impl Relay {
 
     async fn publish_loop(
         &self,
-        lock: &mut PoolConnection<Postgres>,
+        leadership: &mut Leadership,
         shutdown: &CancellationToken,
     ) -> Result<(), Error> {
-        let stream = stream::ensure(&self.js, &self.ns).await?;
-        let mut cursor = self.checkpoint().await?;
-        if stream.cached_info().state.messages == 0 && cursor != Cursor::start() {
-            // The stream is new or was wiped: everything must go out again.
-            tracing::warn!("the JetStream stream is empty; republishing every event");
-            cursor = Cursor::start();
-        }
+        let (mut cursor, refill) = self.resume_point(leadership).await?;
         let mut listener = PgListener::connect_with(&self.pool).await?;
         listener.listen("events_appended").await?;
         let mut backlog_at = Instant::now() - BACKLOG_EVERY;
@@ -163,41 +145,75 @@ impl Relay {
             if shutdown.is_cancelled() {
                 return Ok(());
             }
-            let events = read_after(&self.pool, &cursor, BATCH).await?;
+            // On the lock's session: this is also the check that the lock is still ours.
+            let events = leadership.read_after(&cursor, BATCH).await?;
             if events.is_empty() || backlog_at.elapsed() >= BACKLOG_EVERY {
                 self.report_backlog(&cursor).await?;
                 backlog_at = Instant::now();
             }
-            if events.is_empty() {
-                // Still the leader? A dead lock connection means another relay may have taken
-                // over; stop and compete again.
-                sqlx::query("select 1").execute(&mut **lock).await?;
+            let Some(last) = events.last() else {
                 tokio::select! {
                     _ = listener.recv() => {}
                     _ = tokio::time::sleep(IDLE_POLL) => {}
                     _ = shutdown.cancelled() => {}
                 }
                 continue;
-            }
-            self.publish(&events).await?;
-            let last = events.last().expect("not empty");
-            cursor = Cursor {
-                tx_id: last.tx_id.clone(),
-                position: last.position,
             };
-            self.save(&cursor).await?;
+            self.publish(&events, refill.as_ref()).await?;
+            cursor = Cursor::of(last);
+            leadership.save(&cursor).await?;
+        }
+    }
+
+    /// Where to publish from: the checkpoint, unless the stream lacks events the checkpoint
+    /// says were published. Then from the stream's last message (or the start when it has
+    /// none): the stream is appended to in commit order, so what it lost is its most recent
+    /// part.
+    async fn resume_point(
+        &self,
+        leadership: &mut Leadership,
+    ) -> Result<(Cursor, Option<Refill>), Error> {
+        let checkpoint = leadership.checkpoint().await?;
+        let mut stream = stream::ensure(&self.js, &self.ns).await?;
+        let tail = stream::tail(&mut stream).await?;
+        let last = match &tail.message {
+            None => Ok(Cursor::start()),
+            Some(m) => serde_json::from_slice::<Envelope>(&m.payload)
+                .map(|e| Cursor::of(&e))
+                .map_err(|e| Error::Invalid(e.to_string())),
+        };
+        match last.and_then(|last| Ok((last.precedes(&checkpoint)?, last))) {
+            Ok((true, last)) => {
+                tracing::error!(
+                    stream_last = ?last,
+                    ?checkpoint,
+                    "the JetStream stream lacks events the checkpoint says were published; \
+                     republishing them"
+                );
+                let refill = Refill {
+                    until: checkpoint,
+                    round: tail.last_sequence,
+                };
+                Ok((last, Some(refill)))
+            }
+            Ok((false, _)) => Ok((checkpoint, None)),
+            Err(e) => {
+                // Something other than the relay wrote there; the checkpoint is all we know.
+                tracing::warn!(error = %e, "the stream's last message is not an event; trusting the checkpoint");
+                Ok((checkpoint, None))
+            }
         }
     }
 
     /// Publishes a batch and waits for every ack; any failure fails the batch (it is sent
     /// again, and deduplicated).
-    async fn publish(&self, events: &[Envelope]) -> Result<(), Error> {
+    async fn publish(&self, events: &[Envelope], refill: Option<&Refill>) -> Result<(), Error> {
         let mut acks = Vec::with_capacity(events.len());
         for event in events {
             let body = serde_json::to_vec(event).expect("an envelope serializes");
             let message = PublishMessage::build()
                 .payload(body.into())
-                .message_id(event.message_id());
+                .message_id(Refill::message_id(refill, event)?);
             let subject = self.ns.subject(&event.aggregate_type, &event.aggregate_id);
             acks.push(
                 self.js
@@ -210,30 +226,6 @@ impl Relay {
             ack.await.map_err(Error::nats)?;
         }
         metrics::counter!("marquee_relay_published_total").increment(events.len() as u64);
-        Ok(())
-    }
-
-    async fn checkpoint(&self) -> Result<Cursor, Error> {
-        let row = sqlx::query_as::<_, Cursor>(
-            "select tx_id::text as tx_id, position from relay_checkpoints where name = $1",
-        )
-        .bind(self.ns.as_str())
-        .fetch_optional(&self.pool)
-        .await?;
-        Ok(row.unwrap_or_else(Cursor::start))
-    }
-
-    async fn save(&self, cursor: &Cursor) -> Result<(), Error> {
-        sqlx::query(
-            "insert into relay_checkpoints (name, tx_id, position) values ($1, $2::text::xid8, $3)
-             on conflict (name) do update
-                set tx_id = excluded.tx_id, position = excluded.position, updated_at = now()",
-        )
-        .bind(self.ns.as_str())
-        .bind(&cursor.tx_id)
-        .bind(cursor.position)
-        .execute(&self.pool)
-        .await?;
         Ok(())
     }
 

@@ -2,6 +2,7 @@
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
+use marquee_nats::outbox::{Cursor, Leadership};
 use marquee_nats::relay::Relay;
 use marquee_nats::testing::{fresh_database, fresh_namespace};
 use marquee_nats::{Envelope, Namespace};
@@ -186,4 +187,145 @@ async fn only_one_relay_publishes_and_a_standby_takes_over() {
     assert_eq!(got.len(), 2);
     stop_b.cancel();
     relay_b.await.unwrap();
+}
+
+/// Ends the session holding the namespace's relay lock, as a network cut or an operator would.
+async fn kill_lock_holder(pool: &PgPool, ns: &Namespace) {
+    let killed: Vec<bool> = sqlx::query_scalar(
+        "select pg_terminate_backend(pid) from pg_locks
+         where locktype = 'advisory' and granted
+           and database = (select oid from pg_database where datname = current_database())
+           and ((classid::bigint << 32) | objid::bigint) = $1",
+    )
+    .bind(ns.relay_lock_key())
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(killed, [true], "exactly one session held the lock");
+}
+
+/// Takes the leadership as soon as the killed holder's session has ended.
+async fn take_over(pool: &PgPool, ns: &Namespace) -> Leadership {
+    for _ in 0..100 {
+        if let Some(leadership) = Leadership::try_take(pool, ns).await.unwrap() {
+            return leadership;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the lock was never released");
+}
+
+fn cursor(tx_id: &str, position: i64) -> Cursor {
+    Cursor {
+        tx_id: tx_id.into(),
+        position,
+    }
+}
+
+async fn stored_checkpoint(pool: &PgPool, ns: &Namespace) -> Option<(String, i64)> {
+    sqlx::query_as("select tx_id::text, position from relay_checkpoints where name = $1")
+        .bind(ns.as_str())
+        .fetch_optional(pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_deposed_leader_cannot_move_the_checkpoint() {
+    let pool = fresh_database().await;
+    let ns = fresh_namespace();
+    let mut deposed = Leadership::try_take(&pool, &ns).await.unwrap().unwrap();
+    deposed.save(&cursor("100", 1)).await.unwrap();
+    kill_lock_holder(&pool, &ns).await;
+    let mut leader = take_over(&pool, &ns).await;
+    leader.save(&cursor("200", 2)).await.unwrap();
+
+    // Further than the new leader's: saved, this would skip what the new leader has not
+    // published yet.
+    let late = deposed.save(&cursor("300", 3)).await;
+    assert!(late.is_err(), "a deposed leader saved its checkpoint");
+    assert_eq!(leader.checkpoint().await.unwrap(), cursor("200", 2));
+}
+
+#[tokio::test]
+async fn a_stale_save_cannot_move_the_checkpoint_back() {
+    let pool = fresh_database().await;
+    let ns = fresh_namespace();
+    let mut leader = Leadership::try_take(&pool, &ns).await.unwrap().unwrap();
+    leader.save(&cursor("300", 5)).await.unwrap();
+    // An earlier transaction with a later position, then the same transaction further back:
+    // both precede the stored point in (tx_id, position) order.
+    leader.save(&cursor("200", 9)).await.unwrap();
+    leader.save(&cursor("300", 4)).await.unwrap();
+    assert_eq!(leader.checkpoint().await.unwrap(), cursor("300", 5));
+    leader.save(&cursor("300", 6)).await.unwrap();
+    assert_eq!(leader.checkpoint().await.unwrap(), cursor("300", 6));
+}
+
+#[tokio::test]
+async fn a_relay_whose_lock_session_is_killed_stops_publishing_until_it_leads_again() {
+    let pool = fresh_database().await;
+    let client = nats().await;
+    let ns = fresh_namespace();
+    let (stop, relay) = start(&pool, &client, &ns);
+    let mut conn = pool.acquire().await.unwrap();
+    insert(&mut conn, "x", 1).await;
+    wait_for(&client, &ns, 1).await;
+    let checkpoint = stored_checkpoint(&pool, &ns).await;
+
+    // Another relay (played by this test) takes the lock the moment the session dies.
+    kill_lock_holder(&pool, &ns).await;
+    let mut other = pool.acquire().await.unwrap().detach();
+    sqlx::query("select pg_advisory_lock($1)")
+        .bind(ns.relay_lock_key())
+        .execute(&mut other)
+        .await
+        .unwrap();
+    insert(&mut conn, "x", 2).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(
+        published(&client, &ns).await.len(),
+        1,
+        "the deposed relay published"
+    );
+    assert_eq!(stored_checkpoint(&pool, &ns).await, checkpoint);
+
+    // The other relay goes away: the first one leads again and catches up.
+    drop(other);
+    assert_eq!(wait_for(&client, &ns, 2).await.len(), 2);
+    stop.cancel();
+    relay.await.unwrap();
+}
+
+#[tokio::test]
+async fn events_the_stream_lost_from_its_end_are_republished() {
+    let pool = fresh_database().await;
+    let client = nats().await;
+    let ns = fresh_namespace();
+    let mut conn = pool.acquire().await.unwrap();
+    for sequence in 1..=10 {
+        insert(&mut conn, "x", sequence).await;
+    }
+    let (stop, relay) = start(&pool, &client, &ns);
+    wait_for(&client, &ns, 10).await;
+    stop.cancel();
+    relay.await.unwrap();
+
+    // NATS loses the three most recent messages (its storage restored from an older copy,
+    // say) while the checkpoint says they were published.
+    let js = jetstream::new(client.clone());
+    let mut stream = js.get_stream(ns.stream()).await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    for sequence in last - 2..=last {
+        assert!(stream.delete_message(sequence).await.unwrap());
+    }
+    assert_eq!(published(&client, &ns).await.len(), 7);
+
+    let (stop, relay) = start(&pool, &client, &ns);
+    let got = wait_for(&client, &ns, 10).await;
+    let ids: Vec<String> = got.iter().map(Envelope::message_id).collect();
+    let expected: Vec<String> = (1..=10).map(|s| format!("Test:x:{s}")).collect();
+    assert_eq!(ids, expected);
+    stop.cancel();
+    relay.await.unwrap();
 }
