@@ -1,21 +1,23 @@
-//! Passwords, bearer tokens and the extractors that check them.
+//! Bearer tokens, the extractors that check them, and the bootstrap admin account.
 //!
-//! Passwords are hashed with argon2id (the `argon2` crate's defaults: 19 MiB, 2 passes). Tokens
-//! are HS256 JWTs carrying the user id and roles; only HS256 is accepted, so a token claiming
-//! `none` or another algorithm is refused.
+//! Tokens are HS256 JWTs carrying the user id and roles; only HS256 is accepted, so a token
+//! claiming `none` or another algorithm is refused. One secret is configured or generated;
+//! the token signing key and the key of request fingerprints are derived from it apart
+//! (HKDF-SHA256, one label each), so what one of them yields never serves the other.
 
 use crate::error::ApiError;
+use crate::passwords::{self, Hashes};
 use crate::state::AppState;
-use anyhow::Context;
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, SaltString};
-use argon2::{Argon2, PasswordHasher, PasswordVerifier};
+use anyhow::{bail, Context};
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts};
 use chrono::Utc;
+use hmac::{Hmac, Mac};
 use jsonwebtoken::{decode, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use marquee_domain::UserId;
 use rand::RngCore;
 use serde::{Deserialize, Serialize};
+use sha2::Sha256;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -27,11 +29,27 @@ const ISSUER: &str = "marquee";
 /// The role that may run the catalog and read the event history.
 pub const ADMIN: &str = "admin";
 
-/// The signing keys of bearer tokens.
+/// The label of the token signing key. Changing it (or the derivation) invalidates every
+/// token issued; they last an hour.
+const SIGNING_LABEL: &[u8] = b"marquee token signing v1";
+/// The label of the request fingerprint key. Changing it makes a retry of a request sent
+/// before the change look like another request under the same `Idempotency-Key`.
+const FINGERPRINT_LABEL: &[u8] = b"marquee request fingerprint v1";
+
+/// The keys of bearer tokens and request fingerprints, derived from one secret.
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
-    secret: Vec<u8>,
+    fingerprint_key: [u8; 32],
+}
+
+/// A 32-byte key for one purpose, derived from the secret with HKDF-SHA256.
+fn derive_key(secret: &[u8], label: &[u8]) -> [u8; 32] {
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<Sha256>::new(None, secret)
+        .expand(label, &mut key)
+        .expect("32 bytes is far below HKDF-SHA256's longest output");
+    key
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -45,25 +63,25 @@ struct Claims {
 
 impl TokenKeys {
     pub fn new(secret: &[u8]) -> Self {
+        let signing = derive_key(secret, SIGNING_LABEL);
         Self {
-            encoding: EncodingKey::from_secret(secret),
-            decoding: DecodingKey::from_secret(secret),
-            secret: secret.to_vec(),
+            encoding: EncodingKey::from_secret(&signing),
+            decoding: DecodingKey::from_secret(&signing),
+            fingerprint_key: derive_key(secret, FINGERPRINT_LABEL),
         }
     }
 
-    /// A keyed fingerprint of some bytes: who does not know the secret cannot test guesses
-    /// against it (request bodies can hold card numbers).
+    /// A keyed fingerprint (HMAC-SHA256) of some bytes: who does not know the secret cannot
+    /// test guesses against it (request bodies can hold card numbers).
     pub fn fingerprint(&self, parts: &[&[u8]]) -> String {
-        use sha2::{Digest, Sha256};
-        let mut hasher = Sha256::new();
-        hasher.update((self.secret.len() as u64).to_be_bytes());
-        hasher.update(&self.secret);
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.fingerprint_key)
+            .expect("HMAC takes keys of any length");
         for part in parts {
-            hasher.update((part.len() as u64).to_be_bytes());
-            hasher.update(part);
+            // Each part's length first, so that moving bytes between parts changes the result.
+            mac.update(&(part.len() as u64).to_be_bytes());
+            mac.update(part);
         }
-        hex::encode(hasher.finalize())
+        hex::encode(mac.finalize().into_bytes())
     }
 
     /// Signs a token for a user.
@@ -122,40 +140,6 @@ pub async fn signing_secret(pool: &PgPool, configured: Option<&str>) -> anyhow::
         .await?;
     Ok(value.into_bytes())
 }
-
-/// Hashes a password with argon2id. CPU-heavy (tens of milliseconds): runs off the async
-/// workers.
-pub async fn hash_password(password: String) -> anyhow::Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| anyhow::anyhow!("hashing failed: {e}"))
-    })
-    .await
-    .context("hashing task failed")?
-}
-
-/// Checks a password against a stored hash. With no hash (unknown email) it checks against a
-/// dummy one, so that both failures take the same time and answer the same.
-pub async fn verify_password(password: String, hash: Option<String>) -> anyhow::Result<bool> {
-    tokio::task::spawn_blocking(move || {
-        let known = hash.is_some();
-        let hash = hash.unwrap_or_else(|| DUMMY_HASH.to_owned());
-        let parsed = PasswordHash::new(&hash).map_err(|e| anyhow::anyhow!("bad hash: {e}"))?;
-        let ok = Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok();
-        Ok(ok && known)
-    })
-    .await
-    .context("verification task failed")?
-}
-
-/// An argon2id hash of a random string, used for timing-equal failures.
-const DUMMY_HASH: &str =
-    "$argon2id$v=19$m=19456,t=2,p=1$c29tZXNhbHRzb21lc2FsdA$7Vk3w8lvmxYcnUxq2bN5Fq7mUu9yd3JbSxPz1mO9Jv4";
 
 /// The caller, from a valid bearer token.
 #[derive(Clone, Debug)]
@@ -235,10 +219,28 @@ impl FromRequestParts<AppState> for Admin {
     }
 }
 
+/// Refuses a bootstrap admin password that registration would refuse.
+pub fn check_admin_password(password: &str) -> anyhow::Result<()> {
+    if !passwords::length_is_valid(password) {
+        bail!(
+            "MARQUEE_ADMIN_PASSWORD must be {} to {} characters long",
+            passwords::MIN_CHARS,
+            passwords::MAX_CHARS
+        );
+    }
+    Ok(())
+}
+
 /// Makes sure the configured admin account exists, with the admin role and the configured
 /// password.
-pub async fn bootstrap_admin(pool: &PgPool, email: &str, password: &str) -> anyhow::Result<()> {
-    let hash = hash_password(password.to_owned()).await?;
+pub async fn bootstrap_admin(
+    pool: &PgPool,
+    hashes: &Hashes,
+    email: &str,
+    password: &str,
+) -> anyhow::Result<()> {
+    check_admin_password(password)?;
+    let hash = hashes.hash(password.to_owned()).await?;
     sqlx::query(
         "insert into accounts (id, email, password_hash, name, roles)
          values ($1, $2, $3, 'Administrator', '{customer,admin}')
@@ -285,13 +287,69 @@ mod tests {
         assert!(keys.verify(token).is_err());
     }
 
-    #[tokio::test]
-    async fn passwords_verify_and_unknown_users_fail_the_same_way() {
-        let hash = hash_password("correct horse".into()).await.unwrap();
-        assert!(verify_password("correct horse".into(), Some(hash.clone()))
-            .await
-            .unwrap());
-        assert!(!verify_password("wrong".into(), Some(hash)).await.unwrap());
-        assert!(!verify_password("correct horse".into(), None).await.unwrap());
+    #[test]
+    fn the_signing_and_fingerprint_keys_are_apart_and_a_fingerprint_key_signs_no_token() {
+        let secret = [7u8; 32];
+        let signing = derive_key(&secret, SIGNING_LABEL);
+        let fingerprint = derive_key(&secret, FINGERPRINT_LABEL);
+        assert_ne!(signing, fingerprint);
+        assert_ne!(&signing[..], &secret[..], "the secret itself signs nothing");
+        let keys = TokenKeys::new(&secret);
+        let user = UserId(Uuid::from_u128(5));
+        let now = Utc::now().timestamp();
+        let claims = Claims {
+            sub: user.0,
+            roles: vec![ADMIN.into()],
+            iat: now,
+            exp: now + 600,
+            iss: ISSUER.into(),
+        };
+        let signed_with = |key: &[u8]| {
+            encode(
+                &Header::new(Algorithm::HS256),
+                &claims,
+                &EncodingKey::from_secret(key),
+            )
+            .expect("HS256 signing cannot fail")
+        };
+        assert!(
+            keys.verify(&signed_with(&signing)).is_ok(),
+            "the control token"
+        );
+        assert!(
+            keys.verify(&signed_with(&keys.fingerprint_key)).is_err(),
+            "the fingerprint key signs no token"
+        );
+        assert_eq!(keys.fingerprint_key, fingerprint);
+        assert!(keys.verify(&signed_with(&secret)).is_err());
+        // Processes sharing the secret derive the same keys: their tokens serve each other.
+        let token = TokenKeys::new(&secret).issue(user, &[]);
+        assert_eq!(keys.verify(&token).unwrap().id, user);
+    }
+
+    #[test]
+    fn fingerprints_are_keyed_and_tell_parts_apart() {
+        let keys = TokenKeys::new(&[7u8; 32]);
+        let print = keys.fingerprint(&[b"POST", b"/v1/tickets", b"{}"]);
+        assert_eq!(
+            print,
+            TokenKeys::new(&[7u8; 32]).fingerprint(&[b"POST", b"/v1/tickets", b"{}"])
+        );
+        assert_ne!(
+            print,
+            TokenKeys::new(&[8u8; 32]).fingerprint(&[b"POST", b"/v1/tickets", b"{}"])
+        );
+        assert_ne!(print, keys.fingerprint(&[b"POST", b"/v1/ticket", b"s{}"]));
+    }
+
+    #[test]
+    fn an_admin_password_registration_would_refuse_is_refused() {
+        let err = check_admin_password("short").unwrap_err().to_string();
+        assert!(
+            err.contains("MARQUEE_ADMIN_PASSWORD must be 8 to 1024"),
+            "{err}"
+        );
+        assert!(check_admin_password(&"x".repeat(1025)).is_err());
+        assert!(check_admin_password("long-enough").is_ok());
     }
 }

@@ -61,6 +61,9 @@ pub struct Config {
     /// `MARQUEE_PROXY_HOPS`: how many reverse proxies stand in front of the API. 0 (the
     /// default) means none: `X-Forwarded-For` is ignored and the TCP peer is the client.
     pub proxy_hops: usize,
+    /// `MARQUEE_MAX_HASHES` and `MARQUEE_HASH_WAIT_MS`: password hashes run at once, and how
+    /// long one more waits before it is refused (see `crate::passwords`).
+    pub hash_limits: crate::passwords::HashLimits,
 }
 
 fn number(var: &impl Fn(&str) -> Option<String>, name: &str, default: u64) -> anyhow::Result<u64> {
@@ -90,7 +93,10 @@ impl Config {
             }
         }
         let admin = match (var("MARQUEE_ADMIN_EMAIL"), var("MARQUEE_ADMIN_PASSWORD")) {
-            (Some(e), Some(p)) => Some((e, p)),
+            (Some(e), Some(p)) => {
+                crate::auth::check_admin_password(&p)?;
+                Some((e, p))
+            }
             (None, None) => None,
             _ => bail!("set both MARQUEE_ADMIN_EMAIL and MARQUEE_ADMIN_PASSWORD, or neither"),
         };
@@ -141,6 +147,10 @@ impl Config {
             )
             .context("MARQUEE_RATE_LIMITS")?,
             proxy_hops: number(&var, "MARQUEE_PROXY_HOPS", 0)? as usize,
+            hash_limits: crate::passwords::HashLimits::from_settings(
+                var("MARQUEE_MAX_HASHES").as_deref(),
+                var("MARQUEE_HASH_WAIT_MS").as_deref(),
+            )?,
         })
     }
 }
@@ -203,5 +213,32 @@ mod tests {
         assert!(config(&[("MARQUEE_HOLD_SECONDS", "soon")]).is_err());
         assert!(config(&[("MARQUEE_HOLD_SECONDS", "0")]).is_err());
         assert!(config(&[("MARQUEE_HTTP_ADDR", "nowhere")]).is_err());
+    }
+
+    #[test]
+    fn an_admin_password_registration_would_refuse_stops_the_start() {
+        let admin = |password: &str| {
+            config(&[
+                ("MARQUEE_ADMIN_EMAIL", "admin@example.com"),
+                ("MARQUEE_ADMIN_PASSWORD", password),
+            ])
+        };
+        let err = admin("short").unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "MARQUEE_ADMIN_PASSWORD must be 8 to 1024 characters long"
+        );
+        assert!(admin(&"x".repeat(1025)).is_err());
+        assert!(admin("change-me-please").unwrap().admin.is_some());
+    }
+
+    #[test]
+    fn password_hashing_is_bounded_by_default_and_can_be_set() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.hash_limits, crate::passwords::HashLimits::default());
+        let c = config(&[("MARQUEE_MAX_HASHES", "1"), ("MARQUEE_HASH_WAIT_MS", "0")]).unwrap();
+        assert_eq!(c.hash_limits.at_once, 1);
+        assert_eq!(c.hash_limits.wait, Duration::ZERO);
+        assert!(config(&[("MARQUEE_MAX_HASHES", "0")]).is_err());
     }
 }

@@ -8,7 +8,8 @@
 //! - [`booking_index`]: lookups derived from showtime events in the same transaction.
 //! - [`group_commit`]: one commit for the batches of many showtime writers.
 //! - [`reservation_cache`]: the showtime and customer of recent reservations, in memory.
-//! - [`auth`]: passwords, bearer tokens and the extractors checking them.
+//! - [`auth`]: bearer tokens, the extractors checking them, and the bootstrap admin.
+//! - [`passwords`]: the password rule, and argon2id hashing, a bounded number at a time.
 //! - [`payment`]: the payment provider trait and the built-in test card processor.
 //! - [`generate`]: a realistic generated history for analysis and benchmarks.
 //! - [`history`]: reading the event log: pages, as-of states, seat stories.
@@ -40,6 +41,7 @@ pub mod idempotency;
 pub mod live;
 pub mod metrics;
 pub mod operator;
+pub mod passwords;
 pub mod payment;
 pub mod ratelimit;
 pub mod reconcile;

@@ -10,6 +10,7 @@
 //! - `marquee_consumer_backlog{consumer}`, `marquee_consumer_parked_total{consumer}`
 //! - `marquee_projection_lag_seconds{projection}` (commit to read-model update),
 //!   `marquee_projection_applied_total{projection}`
+//! - `marquee_password_hashes_in_progress` (see `crate::passwords`)
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::header;

@@ -63,8 +63,9 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let secret = signing_secret(&pool, config.jwt_secret.as_deref())
         .await
         .context("cannot load the token signing secret")?;
+    let hashes = crate::passwords::Hashes::new(config.hash_limits);
     if let Some((email, password)) = &config.admin {
-        bootstrap_admin(&pool, email, password).await?;
+        bootstrap_admin(&pool, &hashes, email, password).await?;
     }
     let store = EventStore::new(pool.clone());
     Ok(AppState::new(Shared {
@@ -73,6 +74,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
             .shedding_after(config.showtime_max_wait),
         store,
         keys: Arc::new(TokenKeys::new(&secret)),
+        hashes,
         payments: Arc::new(TestCardProcessor {
             pool: pool.clone(),
             latency: config.payment_latency,

@@ -34,6 +34,7 @@ pub struct Shared {
     pub store: EventStore,
     pub writers: Writers,
     pub keys: Arc<TokenKeys>,
+    pub hashes: crate::passwords::Hashes,
     pub payments: Arc<dyn PaymentProvider>,
     pub config: Arc<Config>,
     /// The NATS connection, once established (readiness reports it).

@@ -1,8 +1,9 @@
 //! Accounts and tokens: `/v1/users`, `/v1/auth/token`, `/v1/users/me`.
 
 use super::dto::Errors;
-use crate::auth::{hash_password, verify_password, AuthUser, TOKEN_TTL_SECONDS};
+use crate::auth::{AuthUser, TOKEN_TTL_SECONDS};
 use crate::error::{ApiError, AppJson};
+use crate::passwords::{self, MAX_CHARS};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -73,8 +74,6 @@ pub struct UserChanges {
     pub address: Option<String>,
 }
 
-const MAX_PASSWORD: usize = 1024;
-
 fn check_email(errors: &mut Errors, email: &str) -> String {
     let email = errors.text("email", email, 254);
     let valid = email.split_once('@').is_some_and(|(local, domain)| {
@@ -95,7 +94,8 @@ fn check_email(errors: &mut Errors, email: &str) -> String {
     responses((status = 201, body = User),
         (status = 409, description = "email-taken", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation-failed", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate-limited; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 429, description = "rate-limited; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded (too many passwords are being checked at once) or service-unavailable; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn register(
     State(state): State<AppState>,
     AppJson(body): AppJson<NewUser>,
@@ -104,15 +104,15 @@ async fn register(
     let email = check_email(&mut errors, &body.email);
     let name = errors.text("name", &body.name, 200);
     let address = errors.optional_text("address", body.address.as_deref(), 500);
-    let chars = body.password.chars().count();
-    if !(8..=MAX_PASSWORD).contains(&chars) {
+    if !passwords::length_is_valid(&body.password) {
+        let min = passwords::MIN_CHARS;
         errors.add(
             "password",
-            format!("must be 8 to {MAX_PASSWORD} characters"),
+            format!("must be {min} to {MAX_CHARS} characters"),
         );
     }
     errors.finish()?;
-    let hash = hash_password(body.password).await?;
+    let hash = state.hashes.hash(body.password).await?;
     let user = sqlx::query_as::<_, User>(
         "insert into accounts (id, email, password_hash, name, address)
          values ($1, $2, $3, $4, $5)
@@ -135,7 +135,8 @@ async fn register(
 #[utoipa::path(post, path = "/v1/auth/token", tag = "users", request_body = Credentials,
     responses((status = 200, body = Token),
         (status = 401, description = "unauthenticated: unknown email or wrong password", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate-limited; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 429, description = "rate-limited; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 503, description = "overloaded (too many passwords are being checked at once) or service-unavailable; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn token(
     State(state): State<AppState>,
     AppJson(body): AppJson<Credentials>,
@@ -153,12 +154,12 @@ async fn token(
     } else {
         None
     };
-    let password = body.password.chars().take(MAX_PASSWORD).collect();
+    let password = body.password.chars().take(MAX_CHARS).collect();
     let hash = row.as_ref().map(|r| r.1.clone());
-    if !verify_password(password, hash).await? {
+    if !state.hashes.verify(password, hash).await? {
         return Err(ApiError::Unauthenticated("wrong email or password"));
     }
-    let (id, _, roles) = row.expect("verify_password is false without a stored hash");
+    let (id, _, roles) = row.expect("verify is false without a stored hash");
     Ok(axum::Json(Token {
         access_token: state.keys.issue(UserId(id), &roles),
         token_type: "Bearer",

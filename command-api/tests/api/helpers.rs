@@ -45,6 +45,11 @@ pub fn test_config(database: &str) -> Config {
         // Tests drive many requests from one address; `security.rs` turns limits on itself.
         rate_limits: None,
         proxy_hops: 0,
+        // A busy moment must not refuse tests' logins; `security.rs` tests the bound itself.
+        hash_limits: marquee_api::passwords::HashLimits {
+            wait: Duration::from_secs(30),
+            ..Default::default()
+        },
     }
 }
 

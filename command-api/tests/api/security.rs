@@ -14,6 +14,15 @@ use uuid::Uuid;
 
 const SECRET: &str = "a-test-secret-that-is-long-enough-1234";
 
+/// The key that signs tokens: derived from [`SECRET`] for that purpose alone.
+fn signing_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    hkdf::Hkdf::<sha2::Sha256>::new(None, SECRET.as_bytes())
+        .expand(b"marquee token signing v1", &mut key)
+        .expect("32 bytes is a valid HKDF-SHA256 length");
+    key
+}
+
 /// A rate of `count` per hour: nothing refills while a test runs.
 fn hourly(count: u32) -> Rate {
     Rate {
@@ -268,7 +277,8 @@ async fn forged_expired_wrong_algorithm_and_malformed_tokens_are_401() {
     let sign = |alg: Algorithm, claims: &Value, secret: &[u8]| {
         encode(&Header::new(alg), claims, &EncodingKey::from_secret(secret)).unwrap()
     };
-    let valid = sign(Algorithm::HS256, &claims(now + 600), SECRET.as_bytes());
+    let key = signing_key();
+    let valid = sign(Algorithm::HS256, &claims(now + 600), &key);
     assert_eq!(
         app.get("/v1/users/me", Some(&valid)).await.status(),
         StatusCode::OK,
@@ -285,24 +295,15 @@ async fn forged_expired_wrong_algorithm_and_malformed_tokens_are_401() {
                 b"not-the-secret-not-the-secret-xx",
             ),
         ),
-        (
-            "expired",
-            sign(Algorithm::HS256, &claims(now - 5), SECRET.as_bytes()),
-        ),
-        (
-            "HS512",
-            sign(Algorithm::HS512, &claims(now + 600), SECRET.as_bytes()),
-        ),
-        (
-            "HS384",
-            sign(Algorithm::HS384, &claims(now + 600), SECRET.as_bytes()),
-        ),
+        ("expired", sign(Algorithm::HS256, &claims(now - 5), &key)),
+        ("HS512", sign(Algorithm::HS512, &claims(now + 600), &key)),
+        ("HS384", sign(Algorithm::HS384, &claims(now + 600), &key)),
         (
             "RS256 header",
-            hs256_signed_with_header("RS256", &claims(now + 600), SECRET.as_bytes()),
+            hs256_signed_with_header("RS256", &claims(now + 600), &key),
         ),
         ("alg none", {
-            let unsigned = hs256_signed_with_header("none", &claims(now + 600), SECRET.as_bytes());
+            let unsigned = hs256_signed_with_header("none", &claims(now + 600), &key);
             format!("{}.", unsigned.rsplit_once('.').unwrap().0)
         }),
         (
@@ -311,8 +312,12 @@ async fn forged_expired_wrong_algorithm_and_malformed_tokens_are_401() {
                 Algorithm::HS256,
                 &json!({"sub": me["id"], "roles": ["admin"],
             "iat": now, "exp": now + 600, "iss": "someone-else"}),
-                SECRET.as_bytes(),
+                &key,
             ),
+        ),
+        (
+            "the secret itself, not the key derived for signing",
+            sign(Algorithm::HS256, &claims(now + 600), SECRET.as_bytes()),
         ),
         ("tampered signature", tampered),
         ("not a JWT", "not-a-token".to_owned()),
@@ -332,7 +337,7 @@ async fn forged_expired_wrong_algorithm_and_malformed_tokens_are_401() {
     }
     // A forged admin token opens no admin route either, and changes nothing.
     let before = app.event_count().await;
-    let forged = sign(Algorithm::HS512, &claims(now + 600), SECRET.as_bytes());
+    let forged = sign(Algorithm::HS512, &claims(now + 600), &key);
     let r = app
         .post(
             "/v1/movies",
@@ -889,4 +894,64 @@ async fn requests_are_counted_by_route_template_and_odd_methods_make_no_new_seri
     assert!(metrics.contains(
         "marquee_http_request_duration_seconds_count{method=\"GET\",route=\"/v1/movies/{id}\"}"
     ));
+}
+
+/// Checks every answer: 503 `overloaded` with `Retry-After: 1`, or `expected`. Returns the
+/// refused ones' indexes.
+async fn refused_as_overloaded(answers: Vec<Response>, expected: StatusCode) -> Vec<usize> {
+    let mut refused = Vec::new();
+    for (i, r) in answers.into_iter().enumerate() {
+        if r.status() == StatusCode::SERVICE_UNAVAILABLE {
+            assert_eq!(r.headers()["retry-after"], "1");
+            problem(r, 503, "overloaded").await;
+            refused.push(i);
+        } else {
+            assert_eq!(r.status(), expected);
+        }
+    }
+    refused
+}
+
+#[tokio::test]
+async fn password_hashes_past_the_bound_wait_then_are_503_with_retry_after_and_create_nothing() {
+    let mut config = test_config(&fresh_database());
+    config.hash_limits = marquee_api::passwords::HashLimits {
+        at_once: 1,
+        wait: Duration::from_millis(100),
+    };
+    let app = spawn_with(config).await;
+    let burst = 24;
+    // Unknown emails: the dummy hash waits in the same line as a real one.
+    let logins = futures::future::join_all((0..burst).map(|i| {
+        let app = &app;
+        async move { login(app, &format!("nobody{i}@example.com"), "password123").await }
+    }))
+    .await;
+    let refused = refused_as_overloaded(logins, StatusCode::UNAUTHORIZED).await;
+    assert!(
+        !refused.is_empty(),
+        "one hash at a time cannot serve {burst} in 100 ms"
+    );
+
+    let before = accounts(&app).await;
+    let email = |i: usize| format!("ann{i}@example.com");
+    let registrations = futures::future::join_all((0..burst).map(|i| {
+        let app = &app;
+        async move { register(app, &email(i)).await }
+    }))
+    .await;
+    let refused = refused_as_overloaded(registrations, StatusCode::CREATED).await;
+    assert!(!refused.is_empty(), "registrations wait in the same line");
+    assert_eq!(
+        accounts(&app).await,
+        before + (burst - refused.len()) as i64
+    );
+    for i in refused {
+        let r = login(&app, &email(i), "password123").await;
+        problem(r, 401, "unauthenticated").await;
+    }
+    let metrics = app.client.get(app.url("/metrics")).send().await.unwrap();
+    let metrics = metrics.text().await.unwrap();
+    assert!(metrics.contains("marquee_password_hashes_in_progress"));
+    assert!(metrics.contains(r#"marquee_requests_shed_total{reason="password_hashes"}"#));
 }
