@@ -2,6 +2,7 @@
 // the engine's address, an API client for setting up data, and screenshots for the docs.
 
 import { chromium } from "playwright-core";
+import { execFileSync } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -113,4 +114,18 @@ export async function screenshot(target, name) {
   if (!dir) return;
   mkdirSync(dir, { recursive: true });
   await target.screenshot({ path: join(dir, `${name}.png`) });
+}
+
+/** Every row of every table of the engine's database, as `pg_dump --data-only` writes them,
+ *  by table ("public.tickets"); what precedes the first table is under "". Read-only. */
+export function storedRows() {
+  const url = process.env.MARQUEE_DATABASE_URL;
+  if (!url) throw new Error("MARQUEE_DATABASE_URL must name the engine's database (scripts/browser-test sets it)");
+  const dump = execFileSync("pg_dump", ["--data-only", "--no-owner", "--dbname", url],
+    { encoding: "utf8", maxBuffer: 1 << 28 });
+  const tables = new Map();
+  for (const section of dump.split(/^(?=COPY )/m)) {
+    tables.set(section.startsWith("COPY ") ? section.split(" ")[1] : "", section);
+  }
+  return tables;
 }

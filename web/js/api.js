@@ -20,6 +20,20 @@ export class ApiError extends Error {
     this.problem = problem;
     this.slug = (problem.type || "").replace("/problems/", "");
   }
+
+  /** Whether the request may have taken effect without our knowing: no answer came (status
+   *  0), a copy of it was still running (409), or the server failed (5xx). Sending it again is
+   *  safe only with the same Idempotency-Key. */
+  get outcomeUnknown() {
+    return this.status === 0 || this.status === 409 || this.status >= 500;
+  }
+}
+
+/** A fresh Idempotency-Key: 128 random bits in hex, so that it says nothing about the request
+ *  (the server keeps keys for a day). `crypto.getRandomValues`, unlike `crypto.randomUUID`,
+ *  also works on a page served over plain HTTP. */
+export function idempotencyKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
 }
 
 const REASONS = {

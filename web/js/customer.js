@@ -305,16 +305,25 @@ function showCheckout(panel, hold, { onPaid, onGone }) {
   const card = h("input", { name: "card", inputmode: "numeric", autocomplete: "cc-number", required: true, pattern: "[0-9 ]{12,23}" });
   const pay = h("button", { type: "submit", id: "pay" }, `Pay ${api.money(hold.total)}`);
   const release = h("button", { type: "button", class: "secondary" }, "Let the seats go");
+  // One random Idempotency-Key per payment attempt (never the card: the server keeps keys for
+  // a day). Paying again after an unknown outcome (`outcomeUnknown`: no answer, 409, 5xx) is
+  // the same attempt: a payment whose answer was lost gets that answer again (the tickets)
+  // instead of a 409 "already paid" for a new key. A definite answer (a decline) or another
+  // card starts a new attempt.
+  let attemptKey = null;
+  card.addEventListener("input", () => { attemptKey = null; });
   const form = h("form", { id: "pay-form", onsubmit: async (e) => {
     e.preventDefault();
     pay.disabled = true;
     pay.textContent = "Paying…";
+    attemptKey ??= api.idempotencyKey();
     try {
       const paid = await api.post("/v1/tickets", { reservation_id: hold.id, payment: { card_number: card.value.replace(/\s+/g, "") } },
-        { "Idempotency-Key": `${hold.id}:${card.value.replace(/\s+/g, "")}` });
+        { "Idempotency-Key": attemptKey });
       clearInterval(tick);
       onPaid(paid);
     } catch (err) {
+      if (!err.outcomeUnknown) attemptKey = null;
       fail(err);
       if (err.slug === "reservation-expired" || err.slug === "not-found") {
         clearInterval(tick);
