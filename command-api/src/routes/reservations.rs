@@ -143,11 +143,13 @@ async fn create(
     let showtime = ShowtimeId(body.showtime_id);
     let reservation = ReservationId(Uuid::now_v7());
     let hold_for = TimeDelta::from_std(state.config.hold_for).expect("hold time fits");
+    let cooldown = TimeDelta::from_std(state.config.hold_cooldown).expect("cooldown fits");
     let command = ShowtimeCommand::HoldSeats(HoldSeats {
         reservation_id: reservation,
         customer_id: user.id,
         seats,
         hold_for,
+        cooldown,
         now: now(),
     });
     let events = state
