@@ -30,6 +30,10 @@ pub struct Config {
     pub namespace: String,
     /// `MARQUEE_HOLD_SECONDS`: how long a hold keeps its seats.
     pub hold_for: Duration,
+    /// `MARQUEE_HOLD_COOLDOWN_SECONDS`: how long a customer whose holds on a showtime used up
+    /// `hold_for` must hold nothing there before holding again. 0 lets them hold again as soon
+    /// as their last hold ends; holding again still never extends a live hold.
+    pub hold_cooldown: Duration,
     /// `MARQUEE_PAYMENT_PIN_SECONDS`: the most a payment in flight can keep a hold alive.
     pub payment_pin: Duration,
     /// `MARQUEE_ADMIN_EMAIL` and `MARQUEE_ADMIN_PASSWORD`: the bootstrap admin account.
@@ -113,6 +117,7 @@ impl Config {
                 .with_context(|| format!("MARQUEE_HTTP_ADDR is not an address: {http_addr:?}"))?,
             namespace: var("MARQUEE_NAMESPACE").unwrap_or_else(|| "marquee".into()),
             hold_for: Duration::from_secs(hold),
+            hold_cooldown: Duration::from_secs(number(&var, "MARQUEE_HOLD_COOLDOWN_SECONDS", 300)?),
             payment_pin: Duration::from_secs(number(&var, "MARQUEE_PAYMENT_PIN_SECONDS", 600)?),
             admin,
             jwt_secret,
@@ -175,6 +180,7 @@ mod tests {
         assert_eq!(c.http_addr.to_string(), "127.0.0.1:8080");
         assert_eq!(c.namespace, "marquee");
         assert_eq!(c.hold_for, Duration::from_secs(420));
+        assert_eq!(c.hold_cooldown, Duration::from_secs(300));
         assert!(c.admin.is_none() && c.jwt_secret.is_none());
         assert_eq!(c.rate_limits, Some(crate::ratelimit::RateLimits::default()));
         assert_eq!(c.proxy_hops, 0);
@@ -212,6 +218,9 @@ mod tests {
         assert!(config(&[("MARQUEE_ADMIN_EMAIL", "a@b.co")]).is_err());
         assert!(config(&[("MARQUEE_HOLD_SECONDS", "soon")]).is_err());
         assert!(config(&[("MARQUEE_HOLD_SECONDS", "0")]).is_err());
+        assert!(config(&[("MARQUEE_HOLD_COOLDOWN_SECONDS", "-1")]).is_err());
+        let no_cooldown = config(&[("MARQUEE_HOLD_COOLDOWN_SECONDS", "0")]).unwrap();
+        assert_eq!(no_cooldown.hold_cooldown, Duration::ZERO);
         assert!(config(&[("MARQUEE_HTTP_ADDR", "nowhere")]).is_err());
     }
 

@@ -67,6 +67,13 @@ pub enum ApiError {
     ShowtimeClosed(String),
     #[error("too many requests")]
     RateLimited(u64),
+    /// The caller's holds on a showtime used up their window; they may hold again at
+    /// `retry_at`, `wait` from now.
+    #[error("your holds on this showtime have used up their time")]
+    HoldCooldown {
+        retry_at: chrono::DateTime<chrono::Utc>,
+        wait: std::time::Duration,
+    },
     #[error("{0}")]
     Overloaded(String, u64),
     #[error("a service Marquee depends on is unavailable")]
@@ -104,7 +111,7 @@ impl ApiError {
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Validation(_) | ShowtimeClosed(_) => StatusCode::UNPROCESSABLE_ENTITY,
-            RateLimited(_) => StatusCode::TOO_MANY_REQUESTS,
+            RateLimited(_) | HoldCooldown { .. } => StatusCode::TOO_MANY_REQUESTS,
             Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             Overloaded(..) | Unavailable(_) | PaymentPending(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
@@ -130,6 +137,7 @@ impl ApiError {
             Validation(_) => "validation-failed",
             ShowtimeClosed(_) => "showtime-closed",
             RateLimited(_) => "rate-limited",
+            HoldCooldown { .. } => "hold-cooldown",
             Overloaded(..) => "overloaded",
             Unavailable(_) => "service-unavailable",
             PaymentPending(_) => "payment-pending",
@@ -156,6 +164,7 @@ impl ApiError {
             Validation(_) => "Validation failed",
             ShowtimeClosed(_) => "Showtime closed",
             RateLimited(_) => "Rate limited",
+            HoldCooldown { .. } => "Hold cooldown",
             Overloaded(..) => "Overloaded",
             Unavailable(_) => "Service unavailable",
             PaymentPending(_) => "Payment pending",
@@ -183,6 +192,11 @@ impl ApiError {
             }
             Validation(_) => "several fields are not valid; see errors".into(),
             PaymentDeclined(reason) => format!("the card was declined ({reason})"),
+            HoldCooldown { retry_at, .. } => format!(
+                "holding again does not extend a hold, and your holds on this showtime have used \
+                 up their time; you can hold seats here again from {}",
+                retry_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            ),
             other => other.to_string(),
         }
     }
@@ -192,6 +206,7 @@ impl ApiError {
             Self::SeatsUnavailable(seats) => Some(("seats", json!(seats))),
             Self::Validation(errors) => Some(("errors", json!(errors))),
             Self::PaymentDeclined(reason) => Some(("reason", json!(reason))),
+            Self::HoldCooldown { retry_at, .. } => Some(("retry_at", json!(retry_at))),
             _ => None,
         }
     }
@@ -200,7 +215,9 @@ impl ApiError {
         match self {
             Self::RateLimited(s) | Self::Overloaded(_, s) => Some(*s),
             Self::Unavailable(_) => Some(1),
-            Self::PaymentPending(within) => Some(whole_seconds(*within)),
+            Self::PaymentPending(within) | Self::HoldCooldown { wait: within, .. } => {
+                Some(whole_seconds(*within))
+            }
             _ => None,
         }
     }
@@ -224,6 +241,9 @@ pub struct Problem {
     /// With `payment-declined`: the processor's reason.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
+    /// With `hold-cooldown`: when the caller may hold seats on the showtime again.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub retry_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 impl IntoResponse for ApiError {

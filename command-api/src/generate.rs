@@ -277,6 +277,8 @@ fn showtime(
             customer_id: customer,
             seats: chosen,
             hold_for: TimeDelta::minutes(7),
+            // No cooldown: generated customers keep the freedom they had before it existed.
+            cooldown: TimeDelta::zero(),
             now: clock,
         });
         let actor = Actor::User(customer);

@@ -156,6 +156,7 @@ fn samples() -> Vec<Sample> {
             total: usd.clone(),
             held_at: t,
             expires_at: t,
+            row_started_at: Some(t),
         })),
         Sample::Showtime(ShowtimeEvent::HoldReleased {
             reservation_id: ReservationId(id()),

@@ -167,6 +167,7 @@ impl RedisStore {
                     seats,
                     held_at: micros(&at)?,
                     expires_at: micros(&exp)?,
+                    row_started_at: None,
                 })]
             }
             Record::Released { r, why, at } => vec![ShowtimeEvent::HoldReleased {

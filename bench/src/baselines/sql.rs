@@ -184,6 +184,7 @@ impl SqlStore {
             total: held.total.clone(),
             held_at: now,
             expires_at: held.expires_at,
+            row_started_at: None,
         }));
         record(&mut tx, showtime, &events).await?;
         tx.commit().await?;

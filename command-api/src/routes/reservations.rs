@@ -94,6 +94,11 @@ pub fn rule_error(e: ShowtimeError) -> ApiError {
             ApiError::ReservationExpired("the hold has expired or was released".into())
         }
         DuplicateReservation | PaymentInProgress | AlreadyPaid => ApiError::Conflict(e.to_string()),
+        HoldCooldown { retry_at } => ApiError::HoldCooldown {
+            retry_at,
+            // The writer may decide a little ahead of this process's clock; never promise less.
+            wait: (retry_at - now()).to_std().unwrap_or_default(),
+        },
         other => ApiError::Internal(anyhow::anyhow!("unexpected showtime rule: {other}")),
     }
 }
@@ -124,7 +129,10 @@ fn parse_seats(raw: &[String]) -> Result<Vec<SeatLabel>, ApiError> {
 }
 
 /// Hold seats for [`crate::config::Config::hold_for`], all or nothing. Releases the caller's
-/// earlier unpaid hold on the same showtime.
+/// earlier unpaid hold on the same showtime. Holding again does not extend the clock: a hold
+/// placed while the caller's previous one is live, or within
+/// [`crate::config::Config::hold_cooldown`] after it ended, expires when the first hold of
+/// that row would have; once that is past, the caller waits out the cooldown.
 #[utoipa::path(post, path = "/v1/reservations", tag = "booking", security(("bearer" = [])),
     request_body = NewReservation,
     params(("Idempotency-Key" = Option<String>, Header, description = "makes a retry safe")),
@@ -132,7 +140,7 @@ fn parse_seats(raw: &[String]) -> Result<Vec<SeatLabel>, ApiError> {
         (status = 404, description = "unknown showtime", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 409, description = "seats-unavailable, with the taken seats", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 422, description = "validation-failed or showtime-closed", body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 429, description = "rate-limited; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json"),
+        (status = 429, description = "rate-limited, or hold-cooldown: the caller's back-to-back holds on this showtime used up their time (see retry_at); retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json"),
         (status = 503, description = "overloaded; retry after Retry-After", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn create(
     State(state): State<AppState>,
@@ -143,11 +151,13 @@ async fn create(
     let showtime = ShowtimeId(body.showtime_id);
     let reservation = ReservationId(Uuid::now_v7());
     let hold_for = TimeDelta::from_std(state.config.hold_for).expect("hold time fits");
+    let cooldown = TimeDelta::from_std(state.config.hold_cooldown).expect("cooldown fits");
     let command = ShowtimeCommand::HoldSeats(HoldSeats {
         reservation_id: reservation,
         customer_id: user.id,
         seats,
         hold_for,
+        cooldown,
         now: now(),
     });
     let events = state

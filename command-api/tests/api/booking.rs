@@ -419,3 +419,53 @@ async fn paying_twice_for_one_reservation_is_a_conflict_and_charges_once() {
         .count();
     assert_eq!(started, 1);
 }
+
+#[tokio::test]
+async fn holding_again_after_the_window_is_refused_with_hold_cooldown_and_changes_nothing() {
+    let mut config = test_config(&fresh_database());
+    config.hold_for = Duration::from_secs(1);
+    config.hold_cooldown = Duration::from_secs(60);
+    let app = spawn_with(config).await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let bob = app.customer().await;
+    let first = app.held(&ann, &showtime, &["A1"]).await;
+    let renewed = app.held(&ann, &showtime, &["A2"]).await;
+    assert_eq!(
+        renewed["expires_at"], first["expires_at"],
+        "holding again keeps the first hold's deadline"
+    );
+    // Wait until the timer has recorded the renewal's expiry, so nothing else is written.
+    for _ in 0..40 {
+        if app
+            .event_types(&showtime)
+            .await
+            .contains(&"HoldExpired".to_owned())
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    let events = app.event_count().await;
+    let r = app.hold(&ann, &showtime, &["A3"]).await;
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let body = problem(r, 429, "hold-cooldown").await;
+    // The renewal ran out a moment ago (a second after the first hold); the cooldown is 60 s
+    // from then.
+    assert!(
+        (55..=60).contains(&retry_after),
+        "Retry-After: {retry_after}"
+    );
+    assert!(body["retry_at"].is_string(), "{body}");
+    assert_eq!(app.event_count().await, events, "a refusal records nothing");
+    assert_eq!(
+        seat_status(&app.seat_statuses(&showtime, None).await, "A3").0,
+        "available"
+    );
+    id_of(app.hold(&bob, &showtime, &["A3"]).await).await;
+}

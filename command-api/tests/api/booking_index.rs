@@ -60,6 +60,7 @@ fn story() -> Vec<ShowtimeEvent> {
             total: price.clone(),
             held_at: t0,
             expires_at: t0 + Duration::minutes(minutes),
+            row_started_at: None,
         })
     };
     let started = |r: ReservationId, p: PaymentId| {

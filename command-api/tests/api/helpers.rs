@@ -31,6 +31,7 @@ pub fn test_config(database: &str) -> Config {
         // told apart and removed.
         namespace: format!("{TEST_PREFIX}{}", &database[database.len() - 12..]),
         hold_for: Duration::from_secs(420),
+        hold_cooldown: Duration::from_secs(300),
         payment_pin: Duration::from_secs(600),
         admin: Some((ADMIN_EMAIL.into(), ADMIN_PASSWORD.into())),
         jwt_secret: None,

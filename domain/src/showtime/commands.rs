@@ -61,12 +61,21 @@ pub struct Schedule {
 
 /// Holds seats for a customer, all or nothing. Releases that customer's earlier unpaid hold
 /// on this showtime.
+///
+/// Holding again does not extend the clock: a hold placed while the customer's previous hold
+/// is live, or less than `cooldown` after it ended, continues their row of holds and expires
+/// when the row's first hold would have (`hold_for` after the row started). Once that window
+/// is used up the customer must let go for `cooldown` before a new row (and a new window)
+/// starts. A paid hold ends the row at once.
 #[derive(Clone, Debug, PartialEq)]
 pub struct HoldSeats {
     pub reservation_id: ReservationId,
     pub customer_id: UserId,
     pub seats: Vec<SeatLabel>,
+    /// The window of a row of holds.
     pub hold_for: TimeDelta,
+    /// How long a customer must hold nothing on this showtime before a new row may start.
+    pub cooldown: TimeDelta,
     pub now: DateTime<Utc>,
 }
 

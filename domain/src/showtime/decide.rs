@@ -40,12 +40,13 @@ impl Showtime {
             return Err(ShowtimeError::DuplicateReservation);
         }
         self.check_seat_choice(&c.seats)?;
+        let row_started_at = self.row_to_continue(&c, now)?;
         // The customer's earlier unpaid hold gives way to the new one, so its seats count as
         // free for this decision.
         let replaced = self
-            .customer_hold
+            .customer_row
             .get(&c.customer_id)
-            .and_then(|r| self.holds.get(r))
+            .and_then(|row| self.holds.get(&row.last))
             .filter(|h| h.status == HoldStatus::Held && h.is_live(now))
             .map(|h| h.id);
         let taken: Vec<SeatLabel> = c
@@ -72,9 +73,44 @@ impl Showtime {
             seats: c.seats,
             total,
             held_at: now,
-            expires_at: now + c.hold_for,
+            expires_at: row_started_at.unwrap_or(now) + c.hold_for,
+            row_started_at,
         }));
         Ok(events)
+    }
+
+    /// The start of the customer's row of holds that a hold at `now` continues, `None` when it
+    /// starts a row of its own, or the cooldown to wait out when the row's window is used up.
+    /// Renewing a hold therefore never keeps seats past the row's first deadline.
+    fn row_to_continue(
+        &self,
+        c: &HoldSeats,
+        now: DateTime<Utc>,
+    ) -> Result<Option<DateTime<Utc>>, ShowtimeError> {
+        let Some(row) = self.customer_row.get(&c.customer_id) else {
+            return Ok(None);
+        };
+        let Some(last) = self.holds.get(&row.last) else {
+            return Ok(None);
+        };
+        // Paying ends the row at once: a customer may buy more seats right after.
+        if matches!(last.status, HoldStatus::Confirmed { .. }) {
+            return Ok(None);
+        }
+        // When the last hold stopped keeping its seats (released, expired), or will (its
+        // deadline, also when it ran out unrecorded). Every other hold has one or the other.
+        let Some(end) = last.deadline().or(row.last_closed_at) else {
+            return Ok(None);
+        };
+        if !last.is_live(now) && now >= end + c.cooldown {
+            return Ok(None);
+        }
+        if now < row.started_at + c.hold_for {
+            return Ok(Some(row.started_at));
+        }
+        Err(ShowtimeError::HoldCooldown {
+            retry_at: end + c.cooldown,
+        })
     }
 
     fn check_seat_choice(&self, seats: &[SeatLabel]) -> Result<(), ShowtimeError> {

@@ -64,6 +64,12 @@ pub struct SeatsHeld {
     pub total: Money,
     pub held_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
+    /// When the hold continues the customer's row of holds on this showtime, the instant the
+    /// row's first hold was placed: `expires_at` is never later than it plus the hold window.
+    /// Absent when the hold starts a row of its own (the row starts at `held_at`), as in
+    /// events written before the field existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub row_started_at: Option<DateTime<Utc>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -1,8 +1,11 @@
 //! The `Showtime` aggregate: one screening of a movie, and the inventory of its seats.
 //!
 //! Every seat rule of Marquee is decided here: holds are all-or-nothing, a seat is in at most
-//! one live hold, a sold seat has exactly one valid ticket, and a paying customer's hold cannot
-//! expire under them (until the pin's own bound passes).
+//! one live hold, a sold seat has exactly one valid ticket, a paying customer's hold cannot
+//! expire under them (until the pin's own bound passes), and holding again never extends a
+//! hold: a customer's back-to-back holds share one window, then wait out a cooldown (see
+//! [`HoldSeats`]). The cooldown is a setting the fold cannot know, so `SeatsHeld` records the
+//! start of the row it continues.
 //!
 //! Time is an input. Each command carries `now`, and a hold counts as free the instant it
 //! expires, whether or not `HoldExpired` was recorded yet. Commands can reach a showtime with
@@ -81,6 +84,10 @@ pub enum ShowtimeError {
     UnknownPayment(PaymentId),
     #[error("one ticket per seat is needed")]
     TicketCountMismatch,
+    /// Holding again does not extend a hold: the customer's row of holds has used up its
+    /// window, and a new one starts only after they have held nothing for the cooldown.
+    #[error("the hold window is used up; seats can be held again from {retry_at}")]
+    HoldCooldown { retry_at: DateTime<Utc> },
 }
 
 /// Where a hold stands.
@@ -204,6 +211,18 @@ pub enum SeatState {
     Sold(TicketId),
 }
 
+/// A customer's row of holds on one showtime: holds placed back to back, each while the one
+/// before was live or soon after it ended (see [`HoldSeats`]). They share one window.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct HoldRow {
+    /// When the row's first hold was placed.
+    started_at: DateTime<Utc>,
+    /// The row's latest hold.
+    last: ReservationId,
+    /// When `last` was released, expired or paid, as recorded; `None` while it is open.
+    last_closed_at: Option<DateTime<Utc>>,
+}
+
 /// The showtime's state, folded from its events.
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 pub struct Showtime {
@@ -220,8 +239,9 @@ pub struct Showtime {
     /// The latest hold placed on each seat that has not been closed. It may have expired by
     /// time; `Hold::is_live` decides.
     seat_holder: HashMap<SeatLabel, ReservationId>,
-    /// Each customer's latest hold, to release it when they hold again.
-    customer_hold: HashMap<UserId, ReservationId>,
+    /// Each customer's row of holds: its latest hold is released when they hold again, and
+    /// its start bounds how long the next hold may last.
+    customer_row: HashMap<UserId, HoldRow>,
     /// The valid ticket of each sold seat.
     sold: HashMap<SeatLabel, TicketId>,
 }
@@ -313,11 +333,16 @@ impl Showtime {
         self.clock = Some(self.effective_now(at));
     }
 
-    fn close_hold(&mut self, id: ReservationId, status: HoldStatus) {
+    fn close_hold(&mut self, id: ReservationId, status: HoldStatus, at: DateTime<Utc>) {
         let Some(hold) = self.holds.get_mut(&id) else {
             return;
         };
         hold.status = status;
+        if let Some(row) = self.customer_row.get_mut(&hold.customer_id) {
+            if row.last == id {
+                row.last_closed_at = Some(at);
+            }
+        }
         for seat in &hold.seats {
             if self.seat_holder.get(seat) == Some(&id) {
                 self.seat_holder.remove(seat);
@@ -337,7 +362,15 @@ impl Showtime {
         for seat in &e.seats {
             self.seat_holder.insert(seat.clone(), e.reservation_id);
         }
-        self.customer_hold.insert(e.customer_id, e.reservation_id);
+        self.customer_row.insert(
+            e.customer_id,
+            HoldRow {
+                // An event without it started a row (and so did every hold before the rule).
+                started_at: e.row_started_at.unwrap_or(e.held_at),
+                last: e.reservation_id,
+                last_closed_at: None,
+            },
+        );
         self.holds.insert(
             e.reservation_id,
             Hold {
@@ -399,6 +432,7 @@ impl Showtime {
             HoldStatus::Confirmed {
                 payment_id: e.payment_id,
             },
+            e.issued_at,
         );
         for t in e.tickets {
             self.sold.insert(t.seat.clone(), t.ticket_id);
@@ -453,12 +487,16 @@ impl Aggregate for Showtime {
                 self.apply_scheduled(id, details)
             }
             ShowtimeEvent::SeatsHeld(e) => self.apply_held(e),
-            ShowtimeEvent::HoldReleased { reservation_id, .. } => {
-                self.close_hold(reservation_id, HoldStatus::Released)
-            }
-            ShowtimeEvent::HoldExpired { reservation_id, .. } => {
-                self.close_hold(reservation_id, HoldStatus::Expired)
-            }
+            ShowtimeEvent::HoldReleased {
+                reservation_id,
+                released_at,
+                ..
+            } => self.close_hold(reservation_id, HoldStatus::Released, released_at),
+            ShowtimeEvent::HoldExpired {
+                reservation_id,
+                expired_at,
+                ..
+            } => self.close_hold(reservation_id, HoldStatus::Expired, expired_at),
             ShowtimeEvent::PaymentStarted(e) => self.apply_payment_started(e),
             ShowtimeEvent::PaymentFailed(e) => self.apply_payment_failed(e),
             ShowtimeEvent::TicketsIssued(e) => self.apply_tickets_issued(e),

@@ -50,6 +50,7 @@ fn command(op: &Op, minute: i64, n: usize) -> ShowtimeCommand {
                 .map(|i| SeatLabel::parse(SEATS[i]).unwrap())
                 .collect(),
             hold_for: TimeDelta::minutes(7),
+            cooldown: TimeDelta::minutes(5),
             now,
         }),
         Op::Release { r, u } => ShowtimeCommand::ReleaseHold(ReleaseHold {
@@ -153,4 +154,157 @@ fn check_state(state: &Showtime) -> Result<(), TestCaseError> {
     }
     let _ = details();
     Ok(())
+}
+
+/// What one customer does in [`holding_again_never_extends_a_row_past_its_window`].
+#[derive(Clone, Debug)]
+enum Step {
+    Hold(Vec<usize>),
+    /// Lets go of their latest hold.
+    Release,
+    /// The timer records their latest hold's expiry (refused while it is live).
+    Expire,
+    /// Someone else holds seats, so some of theirs may be taken.
+    Other(Vec<usize>),
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let seats = || proptest::collection::vec(0usize..SEATS.len(), 1..4);
+    prop_oneof![
+        6 => seats().prop_map(Step::Hold),
+        2 => Just(Step::Release),
+        1 => Just(Step::Expire),
+        1 => seats().prop_map(Step::Other),
+    ]
+}
+
+/// The times one customer kept seats: `[held_at, end)` per hold, in the order placed.
+#[derive(Default)]
+struct Kept(Vec<(ReservationId, DateTime<Utc>, DateTime<Utc>)>);
+
+impl Kept {
+    fn observe(&mut self, e: &ShowtimeEvent) {
+        let (id, at) = match e {
+            ShowtimeEvent::SeatsHeld(h) if h.customer_id == user(1) => {
+                self.0.push((h.reservation_id, h.held_at, h.expires_at));
+                return;
+            }
+            ShowtimeEvent::HoldReleased {
+                reservation_id,
+                released_at,
+                ..
+            } => (reservation_id, released_at),
+            ShowtimeEvent::HoldExpired {
+                reservation_id,
+                expired_at,
+                ..
+            } => (reservation_id, expired_at),
+            _ => return,
+        };
+        if let Some(kept) = self.0.iter_mut().find(|k| k.0 == *id) {
+            kept.2 = kept.2.min(*at);
+        }
+    }
+
+    /// Holds joined into stretches wherever the customer let go for less than `cooldown`:
+    /// (start, end) of each.
+    fn stretches(&self, cooldown: TimeDelta) -> Vec<(DateTime<Utc>, DateTime<Utc>)> {
+        let mut out: Vec<(DateTime<Utc>, DateTime<Utc>)> = Vec::new();
+        for &(_, start, end) in &self.0 {
+            match out.last_mut() {
+                Some(last) if start < last.1 + cooldown => last.1 = last.1.max(end),
+                _ => out.push((start, end)),
+            }
+        }
+        out
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    /// Whatever one customer does, at increasing times, they never keep seats for longer than
+    /// `hold_for` without letting go for at least `cooldown`; a hold that starts a new row
+    /// comes at least `cooldown` after their last one ended; and a refusal's `retry_at` is
+    /// kept: holding at that instant is not refused for the cooldown again.
+    #[test]
+    fn holding_again_never_extends_a_row_past_its_window(
+        hold_secs in 60i64..600,
+        cooldown_secs in 0i64..400,
+        steps in proptest::collection::vec((step(), 0i64..180), 1..60)
+    ) {
+        let hold_for = TimeDelta::seconds(hold_secs);
+        let cooldown = TimeDelta::seconds(cooldown_secs);
+        let mut state = Showtime::default();
+        state.apply(scheduled());
+        let mut kept = Kept::default();
+        let mut now = t(0);
+        let mut latest = None;
+        for (n, (step, pause)) in steps.into_iter().enumerate() {
+            now += TimeDelta::seconds(pause);
+            let r = res(100 + n as u128);
+            let hold = |u, seats: Vec<usize>, at| ShowtimeCommand::HoldSeats(HoldSeats {
+                reservation_id: r,
+                customer_id: user(u),
+                seats: seats.into_iter().map(|i| SeatLabel::parse(SEATS[i]).unwrap()).collect(),
+                hold_for,
+                cooldown,
+                now: at,
+            });
+            let cmd = match step {
+                Step::Hold(seats) => {
+                    latest = Some(r);
+                    hold(1, seats, now)
+                }
+                Step::Other(seats) => hold(2, seats, now),
+                Step::Release => ShowtimeCommand::ReleaseHold(ReleaseHold {
+                    reservation_id: latest.unwrap_or(r),
+                    customer_id: user(1),
+                    now,
+                }),
+                Step::Expire => ShowtimeCommand::ExpireHold(ExpireHold {
+                    reservation_id: latest.unwrap_or(r),
+                    now,
+                }),
+            };
+            let events = match state.decide(cmd.clone()) {
+                Ok(events) => events,
+                Err(ShowtimeError::HoldCooldown { retry_at }) => {
+                    prop_assert!(retry_at > now);
+                    let ShowtimeCommand::HoldSeats(c) = cmd else { unreachable!() };
+                    let again = state.decide(ShowtimeCommand::HoldSeats(HoldSeats {
+                        now: retry_at,
+                        ..c
+                    }));
+                    prop_assert!(
+                        !matches!(again, Err(ShowtimeError::HoldCooldown { .. })),
+                        "refused again at its retry_at: {again:?}"
+                    );
+                    continue;
+                }
+                Err(_) => continue,
+            };
+            for e in events {
+                if let ShowtimeEvent::SeatsHeld(h) = &e {
+                    if let (None, Some(&(_, _, ended))) = (h.row_started_at, kept.0.last()) {
+                        if h.customer_id == user(1) {
+                            prop_assert!(
+                                h.held_at >= ended + cooldown,
+                                "a new row at {} only {} after the last hold ended",
+                                h.held_at, h.held_at - ended
+                            );
+                        }
+                    }
+                }
+                kept.observe(&e);
+                state.apply(e);
+            }
+            for (start, end) in kept.stretches(cooldown) {
+                prop_assert!(
+                    end - start <= hold_for,
+                    "seats kept from {start} to {end} with pauses under {cooldown}"
+                );
+            }
+        }
+    }
 }

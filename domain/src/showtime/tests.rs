@@ -34,6 +34,7 @@ pub(super) fn ticket(n: u128) -> TicketId {
 }
 const HOLD: TimeDelta = TimeDelta::minutes(7);
 const PIN: TimeDelta = TimeDelta::minutes(10);
+const COOLDOWN: TimeDelta = TimeDelta::minutes(5);
 
 /// Starts at minute 120; row A is standard (A1..A4), row B premium (B1..B4).
 pub(super) fn details() -> ShowtimeDetails {
@@ -65,6 +66,7 @@ fn hold_cmd(r: u128, u: u128, s: &[&str], at: i64) -> ShowtimeCommand {
         customer_id: user(u),
         seats: seats(s),
         hold_for: HOLD,
+        cooldown: COOLDOWN,
         now: t(at),
     })
 }
@@ -76,7 +78,26 @@ fn held(r: u128, u: u128, s: &[&str], total: i64, at: i64) -> ShowtimeEvent {
         total: usd(total),
         held_at: t(at),
         expires_at: t(at) + HOLD,
+        row_started_at: None,
     })
+}
+/// A hold that continues the customer's row started at minute `row`: it ends with the row.
+fn renewed(r: u128, u: u128, s: &[&str], total: i64, at: i64, row: i64) -> ShowtimeEvent {
+    ShowtimeEvent::SeatsHeld(SeatsHeld {
+        expires_at: t(row) + HOLD,
+        row_started_at: Some(t(row)),
+        ..match held(r, u, s, total, at) {
+            ShowtimeEvent::SeatsHeld(e) => e,
+            _ => unreachable!("held() builds SeatsHeld"),
+        }
+    })
+}
+fn released(r: u128, reason: ReleaseReason, at: i64) -> ShowtimeEvent {
+    ShowtimeEvent::HoldReleased {
+        reservation_id: res(r),
+        reason,
+        released_at: t(at),
+    }
 }
 fn start_cmd(r: u128, u: u128, p: u128, at: i64) -> ShowtimeCommand {
     ShowtimeCommand::StartPayment(StartPayment {
@@ -186,12 +207,8 @@ fn a_new_hold_releases_the_customers_earlier_unpaid_hold() {
         .given(vec![scheduled(), held(1, 1, &["A1", "A2"], 2000, 0)])
         .when(hold_cmd(2, 1, &["A2", "A3"], 1))
         .then_expect_events(vec![
-            ShowtimeEvent::HoldReleased {
-                reservation_id: res(1),
-                reason: ReleaseReason::Replaced,
-                released_at: t(1),
-            },
-            held(2, 1, &["A2", "A3"], 2000, 1),
+            released(1, ReleaseReason::Replaced, 1),
+            renewed(2, 1, &["A2", "A3"], 2000, 1, 0),
         ]);
 }
 
@@ -635,4 +652,209 @@ fn a_showtime_is_scheduled_once() {
             now: t(0),
         }))
         .then_expect_error(ShowtimeError::AlreadyScheduled);
+}
+
+// Holding again does not extend the clock (hoarding by renewal). HOLD is 7 minutes and
+// COOLDOWN 5: a row of holds started at minute 0 ends at minute 7 at the latest.
+
+fn issued(r: u128, u: u128, p: u128, tk: u128, s: &str, at: i64) -> ShowtimeEvent {
+    ShowtimeEvent::TicketsIssued(TicketsIssued {
+        reservation_id: res(r),
+        payment_id: pay(p),
+        customer_id: user(u),
+        tickets: vec![IssuedTicket {
+            ticket_id: ticket(tk),
+            seat: seat(s),
+            price: usd(1000),
+            code: "X".into(),
+        }],
+        issued_at: t(at),
+    })
+}
+
+/// Customer 1 held A1 at minute 0 and the same seat again at minute 5: the row ends at 7.
+fn renewed_until_7() -> Vec<ShowtimeEvent> {
+    vec![
+        scheduled(),
+        held(1, 1, &["A1"], 1000, 0),
+        released(1, ReleaseReason::Replaced, 5),
+        renewed(2, 1, &["A1"], 1000, 5, 0),
+    ]
+}
+
+#[test]
+fn holding_the_same_seats_again_keeps_the_first_holds_deadline() {
+    Given::with(())
+        .given(vec![scheduled(), held(1, 1, &["A1", "A2"], 2000, 0)])
+        .when(hold_cmd(2, 1, &["A1", "A2"], 5))
+        .then_expect_events(vec![
+            released(1, ReleaseReason::Replaced, 5),
+            renewed(2, 1, &["A1", "A2"], 2000, 5, 0),
+        ]);
+}
+
+#[test]
+fn changing_seats_three_times_within_the_window_is_allowed_and_keeps_the_deadline() {
+    Given::with(())
+        .given(vec![
+            scheduled(),
+            held(1, 1, &["A1"], 1000, 0),
+            released(1, ReleaseReason::Replaced, 2),
+            renewed(2, 1, &["A2"], 1000, 2, 0),
+            released(2, ReleaseReason::Replaced, 4),
+            renewed(3, 1, &["A3"], 1000, 4, 0),
+        ])
+        .when(hold_cmd(4, 1, &["B1"], 6))
+        .then_expect_events(vec![
+            released(3, ReleaseReason::Replaced, 6),
+            renewed(4, 1, &["B1"], 1500, 6, 0),
+        ]);
+}
+
+#[test]
+fn after_the_window_the_customer_is_refused_until_the_cooldown_has_passed() {
+    // The row's last hold ran out at 7 (unrecorded), so holding is possible again from 12.
+    for at in [7, 9, 11] {
+        Given::with(())
+            .given(renewed_until_7())
+            .when(hold_cmd(3, 1, &["A2"], at))
+            .then_expect_error(ShowtimeError::HoldCooldown { retry_at: t(12) });
+    }
+    // A customer who let go at 6 waits from there: until 11.
+    Given::with(())
+        .given(vec![
+            scheduled(),
+            held(1, 1, &["A1"], 1000, 0),
+            released(1, ReleaseReason::Customer, 6),
+        ])
+        .when(hold_cmd(2, 1, &["A1"], 8))
+        .then_expect_error(ShowtimeError::HoldCooldown { retry_at: t(11) });
+}
+
+#[test]
+fn after_the_cooldown_the_customer_gets_a_new_full_window() {
+    Given::with(())
+        .given(renewed_until_7())
+        .when(hold_cmd(3, 1, &["A1"], 12))
+        .then_expect_events(vec![held(3, 1, &["A1"], 1000, 12)]);
+    // The same when the timer recorded the expiry.
+    let mut expired = renewed_until_7();
+    expired.push(ShowtimeEvent::HoldExpired {
+        reservation_id: res(2),
+        expired_at: t(7),
+    });
+    Given::with(())
+        .given(expired.clone())
+        .when(hold_cmd(3, 1, &["A1"], 11))
+        .then_expect_error(ShowtimeError::HoldCooldown { retry_at: t(12) });
+    Given::with(())
+        .given(expired)
+        .when(hold_cmd(3, 1, &["A1"], 12))
+        .then_expect_events(vec![held(3, 1, &["A1"], 1000, 12)]);
+}
+
+#[test]
+fn letting_go_and_picking_again_after_a_pause_of_the_cooldown_gets_a_full_window() {
+    let let_go_at_2 = vec![
+        scheduled(),
+        held(1, 1, &["A1"], 1000, 0),
+        released(1, ReleaseReason::Customer, 2),
+    ];
+    Given::with(())
+        .given(let_go_at_2.clone())
+        .when(hold_cmd(2, 1, &["A2"], 7))
+        .then_expect_events(vec![held(2, 1, &["A2"], 1000, 7)]);
+    // A shorter pause continues the row: the new hold ends with it.
+    Given::with(())
+        .given(let_go_at_2)
+        .when(hold_cmd(2, 1, &["A2"], 6))
+        .then_expect_events(vec![renewed(2, 1, &["A2"], 1000, 6, 0)]);
+}
+
+#[test]
+fn paying_ends_the_row_with_no_cooldown() {
+    let paid_at_2 = vec![
+        scheduled(),
+        held(1, 1, &["A1"], 1000, 0),
+        started(1, 1, 1000, 1),
+        issued(1, 1, 1, 1, "A1", 2),
+    ];
+    for at in [3, 8] {
+        Given::with(())
+            .given(paid_at_2.clone())
+            .when(hold_cmd(2, 1, &["A2"], at))
+            .then_expect_events(vec![held(2, 1, &["A2"], 1000, at)]);
+    }
+}
+
+#[test]
+fn a_failed_payment_leaves_the_hold_in_its_row() {
+    Given::with(())
+        .given(vec![
+            scheduled(),
+            held(1, 1, &["A1"], 1000, 0),
+            started(1, 1, 1000, 1),
+            ShowtimeEvent::PaymentFailed(PaymentFailed {
+                reservation_id: res(1),
+                payment_id: pay(1),
+                reason: "card_declined".into(),
+                retryable: true,
+                failed_at: t(2),
+            }),
+        ])
+        .when(hold_cmd(2, 1, &["A2"], 3))
+        .then_expect_events(vec![
+            released(1, ReleaseReason::Replaced, 3),
+            renewed(2, 1, &["A2"], 1000, 3, 0),
+        ]);
+}
+
+#[test]
+fn another_customers_cooldown_does_not_affect_a_customer() {
+    Given::with(())
+        .given(renewed_until_7())
+        .when(hold_cmd(3, 2, &["A1"], 8))
+        .then_expect_events(vec![held(3, 2, &["A1"], 1000, 8)]);
+}
+
+#[test]
+fn without_a_cooldown_holding_again_still_keeps_the_deadline_but_a_new_row_starts_at_its_end() {
+    let no_cooldown = |r: u128, at: i64| match hold_cmd(r, 1, &["A1"], at) {
+        ShowtimeCommand::HoldSeats(c) => ShowtimeCommand::HoldSeats(HoldSeats {
+            cooldown: TimeDelta::zero(),
+            ..c
+        }),
+        _ => unreachable!("hold_cmd builds HoldSeats"),
+    };
+    Given::with(())
+        .given(vec![scheduled(), held(1, 1, &["A1"], 1000, 0)])
+        .when(no_cooldown(2, 5))
+        .then_expect_events(vec![
+            released(1, ReleaseReason::Replaced, 5),
+            renewed(2, 1, &["A1"], 1000, 5, 0),
+        ]);
+    Given::with(())
+        .given(renewed_until_7())
+        .when(no_cooldown(3, 7))
+        .then_expect_events(vec![held(3, 1, &["A1"], 1000, 7)]);
+}
+
+#[test]
+fn a_seats_held_event_from_before_rows_starts_a_row_of_its_own() {
+    let old = r#"{"SeatsHeld": {"reservation_id": "00000000-0000-0000-0000-000000000001",
+        "customer_id": "00000000-0000-0000-0000-000000001001", "seats": ["A1"],
+        "total": {"amount": 1000, "currency": "USD"},
+        "held_at": "2030-01-01T18:00:00Z", "expires_at": "2030-01-01T18:07:00Z"}}"#;
+    let old: ShowtimeEvent = serde_json::from_str(old).unwrap();
+    assert_eq!(old, held(1, 1, &["A1"], 1000, 0));
+    // Holding again at 5 continues that row: it ends at 7, not 12.
+    Given::with(())
+        .given(vec![scheduled(), old])
+        .when(hold_cmd(2, 1, &["A1"], 5))
+        .then_expect_events(vec![
+            released(1, ReleaseReason::Replaced, 5),
+            renewed(2, 1, &["A1"], 1000, 5, 0),
+        ]);
+    let written = serde_json::to_value(held(1, 1, &["A1"], 1000, 0)).unwrap();
+    assert!(written["SeatsHeld"].get("row_started_at").is_none());
 }
