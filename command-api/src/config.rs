@@ -42,6 +42,9 @@ pub struct Config {
     pub jwt_secret: Option<String>,
     /// `MARQUEE_PAYMENT_LATENCY_MS`: how long the built-in test card processor takes.
     pub payment_latency: Duration,
+    /// `MARQUEE_PAYMENT_TRANSIT_MS`: how long a charge takes to reach the built-in test card
+    /// processor (it travels on even if the engine stops waiting), to try late charges.
+    pub payment_transit: Duration,
     /// `MARQUEE_PAYMENT_TIMEOUT_MS`: how long a charge may take before its outcome counts as
     /// unknown; the reconciler settles such payments by asking the processor.
     pub payment_timeout: Duration,
@@ -122,6 +125,7 @@ impl Config {
             admin,
             jwt_secret,
             payment_latency: Duration::from_millis(number(&var, "MARQUEE_PAYMENT_LATENCY_MS", 0)?),
+            payment_transit: Duration::from_millis(number(&var, "MARQUEE_PAYMENT_TRANSIT_MS", 0)?),
             payment_timeout: Duration::from_millis(number(
                 &var,
                 "MARQUEE_PAYMENT_TIMEOUT_MS",

@@ -56,6 +56,8 @@ pub enum ChargeStatus {
     Declined(String),
     /// The processor never received the charge.
     Unknown,
+    /// The payment was voided before any charge for it arrived: none ever will be made.
+    Voided,
 }
 
 /// A card processor. Charges and refunds carry Marquee's ids, and a processor must treat a
@@ -72,6 +74,12 @@ pub trait PaymentProvider: Send + Sync {
     ) -> Result<(), PaymentError>;
     /// What became of the charge `payment`, for a payment whose answer never arrived.
     async fn status(&self, payment: PaymentId) -> Result<ChargeStatus, PaymentError>;
+    /// Makes sure `payment` is never charged from now on, unless it already was, and says
+    /// which: [`ChargeStatus::Voided`], or what became of the charge that got there first. A
+    /// charge can still be on its way after its sender gave up waiting; without this, one
+    /// arriving after the reconciler recorded its payment as failed would be money with no
+    /// ticket and no refund. (Real processors call this cancelling the payment.)
+    async fn void(&self, payment: PaymentId) -> Result<ChargeStatus, PaymentError>;
     /// Gives back `amount` of the successful charge `payment`; `refund` identifies the
     /// refund (one payment can be refunded in parts, e.g. ticket by ticket).
     async fn refund(
@@ -89,7 +97,11 @@ pub trait PaymentProvider: Send + Sync {
 /// which is what reconciliation is for.
 pub struct TestCardProcessor {
     pub pool: PgPool,
+    /// How long it takes to answer once it has charged.
     pub latency: Duration,
+    /// How long a charge takes to reach it. The charge travels on by itself once sent, as a
+    /// request on the wire does, even if its sender stops waiting.
+    pub transit: Duration,
 }
 
 fn unavailable(e: sqlx::Error) -> PaymentError {
@@ -109,17 +121,15 @@ impl PaymentProvider for TestCardProcessor {
             "4000000000009995" => "insufficient_funds",
             _ => "charged",
         };
-        sqlx::query(
-            "insert into test_processor_charges (payment_id, amount, currency, outcome)
-             values ($1, $2, $3, $4) on conflict (payment_id) do nothing",
-        )
-        .bind(payment.0)
-        .bind(amount.amount)
-        .bind(amount.currency.as_str())
-        .bind(outcome)
-        .execute(&self.pool)
-        .await
-        .map_err(unavailable)?;
+        let (pool, transit) = (self.pool.clone(), self.transit);
+        let (value, currency) = (amount.amount, amount.currency.as_str().to_owned());
+        let arrival = tokio::spawn(async move {
+            tokio::time::sleep(transit).await;
+            record(&pool, payment, value, &currency, outcome).await
+        });
+        arrival
+            .await
+            .map_err(|e| PaymentError::Unavailable(e.to_string()))??;
         // A repeated id gets the first answer.
         let status = self.status(payment).await?;
         tracing::info!(%payment, amount = amount.amount, currency = %amount.currency, ?status, ?card, "test processor charge");
@@ -127,8 +137,15 @@ impl PaymentProvider for TestCardProcessor {
         match status {
             ChargeStatus::Charged => Ok(()),
             ChargeStatus::Declined(reason) => Err(PaymentError::Declined(reason)),
+            ChargeStatus::Voided => Err(PaymentError::Declined("voided".into())),
             ChargeStatus::Unknown => Err(PaymentError::Unavailable("charge not recorded".into())),
         }
+    }
+
+    async fn void(&self, payment: PaymentId) -> Result<ChargeStatus, PaymentError> {
+        // The first of a charge and a void to arrive wins; the other gets its answer.
+        record(&self.pool, payment, 0, "", "voided").await?;
+        self.status(payment).await
     }
 
     async fn status(&self, payment: PaymentId) -> Result<ChargeStatus, PaymentError> {
@@ -141,6 +158,7 @@ impl PaymentProvider for TestCardProcessor {
         Ok(match outcome.as_deref() {
             None => ChargeStatus::Unknown,
             Some("charged") => ChargeStatus::Charged,
+            Some("voided") => ChargeStatus::Voided,
             Some(reason) => ChargeStatus::Declined(reason.to_owned()),
         })
     }
@@ -169,6 +187,28 @@ impl PaymentProvider for TestCardProcessor {
         tokio::time::sleep(self.latency).await;
         Ok(())
     }
+}
+
+/// Records what the test processor did with a payment id; the first record of an id stands.
+async fn record(
+    pool: &PgPool,
+    payment: PaymentId,
+    amount: i64,
+    currency: &str,
+    outcome: &str,
+) -> Result<(), PaymentError> {
+    sqlx::query(
+        "insert into test_processor_charges (payment_id, amount, currency, outcome)
+         values ($1, $2, $3, $4) on conflict (payment_id) do nothing",
+    )
+    .bind(payment.0)
+    .bind(amount)
+    .bind(currency)
+    .bind(outcome)
+    .execute(pool)
+    .await
+    .map_err(unavailable)?;
+    Ok(())
 }
 
 /// Whether a card number passes the Luhn checksum (digits only).

@@ -4,10 +4,15 @@
 //! Charging a card and recording the outcome cannot happen in one transaction. A payment is
 //! therefore recorded as started (`PaymentStarted`, with a row in `payments_in_flight`)
 //! before the card is charged, and its outcome after. When the process dies in between, or
-//! the processor does not answer within `MARQUEE_PAYMENT_TIMEOUT_MS`, the row stays; once no
-//! charge for it can still be in flight, this pass asks the processor what happened and
-//! records it: tickets (or a refund, if the hold is gone by then) for a charge, a failed
-//! payment otherwise. Refunds the log records (`PaymentRefunded`, `TicketRefunded`) wait in
+//! the processor does not answer within `MARQUEE_PAYMENT_TIMEOUT_MS`, the row stays. Just
+//! before charging, the sender writes its own deadline on the row ([`mark_sending`]); once it
+//! has passed (a grace included), no process waits for the answer any more and this pass asks
+//! the processor what happened and records it: tickets (or a refund, if the hold is gone by
+//! then) for a charge, a failed payment otherwise. A charge the processor has not seen is
+//! voided first, so that none can arrive after the failure is recorded; and should a success
+//! arrive for a payment recorded as failed all the same, the aggregate records its refund.
+//! Each call to the processor is bounded, and a row it keeps failing on backs off alone.
+//! Refunds the log records (`PaymentRefunded`, `TicketRefunded`) wait in
 //! `refunds_due`, written with the events, until the processor has paid them; failures are
 //! retried with backoff. The processor deduplicates by Marquee's ids, so a retry never moves
 //! money twice. Several processes may run this pass: the aggregate refuses to settle a
@@ -34,6 +39,8 @@ pub const TICK: Duration = Duration::from_secs(1);
 const GRACE: Duration = Duration::from_secs(2);
 /// Most payments and refunds handled per pass.
 const BATCH: i64 = 100;
+/// The longest one call to the processor may take before the pass moves on to the next row.
+const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The longest a payment started now can stay unsettled when its charge gets no answer within
 /// `timeout`: the timeout, the grace, and one pass.
@@ -65,69 +72,48 @@ pub async fn run(
     }
 }
 
-/// Records the outcome of every payment started more than `timeout` (plus a grace) ago and
-/// still open; returns how many it settled.
+/// A payment in flight whose outcome the pass may record.
+#[derive(sqlx::FromRow)]
+struct Due {
+    payment_id: Uuid,
+    showtime_id: Uuid,
+    reservation_id: Uuid,
+    /// Whether a process wrote a deadline before charging (or a pass claimed it).
+    sent: bool,
+    attempts: i32,
+}
+
+/// Records the outcome of every payment that no process can still be waiting for: one whose
+/// sender's deadline (see [`mark_sending`]) passed more than a grace ago, or one never sent and
+/// recorded more than `timeout` (plus the grace) ago. Returns how many it settled. A payment
+/// the processor cannot be asked about now waits its own back-off; the others go on.
 pub async fn settle_stale(
     pool: &PgPool,
     writers: &Writers,
     payments: &dyn PaymentProvider,
     timeout: Duration,
 ) -> Result<usize, sqlx::Error> {
-    let before = now() - (timeout + GRACE);
-    let stale: Vec<(Uuid, Uuid, Uuid)> = sqlx::query_as(
-        "select payment_id, showtime_id, reservation_id from payments_in_flight
-         where started_at <= $1 order by started_at limit $2",
-    )
-    .bind(before)
-    .bind(BATCH)
-    .fetch_all(pool)
-    .await?;
     let mut settled = 0;
-    for (payment, showtime, reservation) in stale {
-        let (payment, showtime, reservation) = (
-            PaymentId(payment),
-            ShowtimeId(showtime),
-            ReservationId(reservation),
-        );
-        let status = match payments.status(payment).await {
-            Ok(status) => status,
-            Err(e) => {
-                tracing::warn!(%payment, error = %e, "cannot ask the processor about a payment");
-                continue;
-            }
-        };
-        let meta = Metadata::engine(Actor::System);
-        let recorded = match &status {
-            ChargeStatus::Charged => record_charged(writers, showtime, reservation, payment, meta)
-                .await
-                .map(|_| ()),
-            ChargeStatus::Declined(reason) => {
-                record_failed(writers, showtime, reservation, payment, reason, true, meta).await
-            }
-            ChargeStatus::Unknown => {
-                record_failed(
-                    writers,
-                    showtime,
-                    reservation,
-                    payment,
-                    "processor_unavailable",
-                    true,
-                    meta,
-                )
-                .await
-            }
-        };
-        match recorded {
-            Ok(()) => {
+    for due in due_payments(pool, timeout).await? {
+        if !due.sent && !claim(pool, due.payment_id).await? {
+            continue; // its sender wrote a deadline a moment ago: it is in flight after all
+        }
+        let payment = PaymentId(due.payment_id);
+        match settle(writers, payments, &due).await {
+            Ok(status) => {
                 settled += 1;
-                tracing::info!(%payment, %reservation, ?status, "payment reconciled");
+                tracing::info!(%payment, reservation = %due.reservation_id, ?status, "payment reconciled");
                 metrics::counter!("marquee_payments_reconciled_total").increment(1);
             }
-            Err(e) => tracing::warn!(%payment, error = %e, "could not record a reconciled payment"),
+            Err(e) => {
+                tracing::warn!(%payment, attempts = due.attempts + 1, error = %e, "cannot reconcile a payment yet; retrying later");
+                back_off(pool, &due, &e).await?;
+                continue;
+            }
         }
         // Settled now or before (the aggregate refused a second outcome): either way the log
         // has the outcome once the aggregate has none left to record.
-        if still_open(writers, showtime, payment).await == Some(false) {
+        if still_open(writers, ShowtimeId(due.showtime_id), payment).await == Some(false) {
             sqlx::query("delete from payments_in_flight where payment_id = $1")
                 .bind(payment.0)
                 .execute(pool)
@@ -135,6 +121,118 @@ pub async fn settle_stale(
         }
     }
     Ok(settled)
+}
+
+async fn due_payments(pool: &PgPool, timeout: Duration) -> Result<Vec<Due>, sqlx::Error> {
+    // The database's clock throughout: deadlines are written with it too.
+    sqlx::query_as(
+        "select payment_id, showtime_id, reservation_id, charge_deadline is not null as sent,
+                attempts
+         from payments_in_flight
+         where coalesce(charge_deadline, recorded_at + $1 * interval '1 millisecond')
+                   + $2 * interval '1 millisecond' <= now()
+           and (retry_at is null or retry_at <= now())
+         order by retry_at nulls first, recorded_at limit $3",
+    )
+    .bind(timeout.as_millis() as f64)
+    .bind(GRACE.as_millis() as f64)
+    .bind(BATCH)
+    .fetch_all(pool)
+    .await
+}
+
+/// Claims a payment never sent, so that a sender arriving late does not charge it (see
+/// [`mark_sending`]). False when the sender got there first.
+async fn claim(pool: &PgPool, payment: Uuid) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update payments_in_flight set charge_deadline = now()
+         where payment_id = $1 and charge_deadline is null",
+    )
+    .bind(payment)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Called just before a charge is sent: writes how long its sender waits for the answer, so
+/// no pass settles it meanwhile, whatever its own timeout. False when a pass already claimed
+/// the payment as never sent: then it must not be charged.
+pub async fn mark_sending(
+    pool: &PgPool,
+    payment: PaymentId,
+    timeout: Duration,
+) -> Result<bool, sqlx::Error> {
+    let done = sqlx::query(
+        "update payments_in_flight set charge_deadline = now() + $2 * interval '1 millisecond'
+         where payment_id = $1 and charge_deadline is null",
+    )
+    .bind(payment.0)
+    .bind(timeout.as_millis() as f64)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// Asks the processor what became of the payment, voids it if the charge never arrived, and
+/// records the outcome.
+async fn settle(
+    writers: &Writers,
+    payments: &dyn PaymentProvider,
+    due: &Due,
+) -> Result<ChargeStatus, String> {
+    let payment = PaymentId(due.payment_id);
+    let (showtime, reservation) = (
+        ShowtimeId(due.showtime_id),
+        ReservationId(due.reservation_id),
+    );
+    let mut status = ask(payments.status(payment)).await?;
+    if status == ChargeStatus::Unknown {
+        // A charge may still be on its way: after the void none can arrive.
+        status = ask(payments.void(payment)).await?;
+    }
+    let meta = Metadata::engine(Actor::System);
+    let recorded = match &status {
+        ChargeStatus::Charged => record_charged(writers, showtime, reservation, payment, meta)
+            .await
+            .map(|_| ()),
+        ChargeStatus::Declined(reason) => {
+            record_failed(writers, showtime, reservation, payment, reason, true, meta).await
+        }
+        ChargeStatus::Voided => {
+            let reason = "processor_unavailable";
+            record_failed(writers, showtime, reservation, payment, reason, true, meta).await
+        }
+        ChargeStatus::Unknown => return Err("the processor did not take the void".into()),
+    };
+    recorded.map_err(|e| e.to_string())?;
+    Ok(status)
+}
+
+/// One call to the processor, bounded: a processor that hangs must not stall the pass.
+async fn ask<T>(
+    call: impl std::future::Future<Output = Result<T, PaymentError>>,
+) -> Result<T, String> {
+    match tokio::time::timeout(CALL_TIMEOUT, call).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
+        Err(_) => Err(format!(
+            "no answer from the processor within {} s",
+            CALL_TIMEOUT.as_secs()
+        )),
+    }
+}
+
+async fn back_off(pool: &PgPool, due: &Due, error: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "update payments_in_flight set attempts = attempts + 1, last_error = $2,
+                retry_at = now() + $3 * interval '1 second'
+         where payment_id = $1",
+    )
+    .bind(due.payment_id)
+    .bind(error.chars().take(500).collect::<String>())
+    .bind(backoff(due.attempts).as_secs() as f64)
+    .execute(pool)
+    .await?;
+    Ok(())
 }
 
 /// Whether the showtime still waits for the payment's outcome; `None` if it cannot tell.
@@ -233,7 +331,7 @@ pub async fn pay_refunds(
                 continue;
             }
         };
-        match payments.refund(&refund, PaymentId(payment), &money).await {
+        match ask(payments.refund(&refund, PaymentId(payment), &money)).await {
             Ok(()) => {
                 sqlx::query("delete from refunds_due where refund_id = $1")
                     .bind(&refund)
@@ -252,7 +350,7 @@ pub async fn pay_refunds(
                      where refund_id = $1",
                 )
                 .bind(&refund)
-                .bind(refund_error(&e))
+                .bind(e.chars().take(500).collect::<String>())
                 .bind(wait.as_secs() as f64)
                 .execute(pool)
                 .await?;
@@ -266,10 +364,6 @@ pub async fn pay_refunds(
 /// processor refuses stays visible (`refunds_due.last_error`) without hammering it.
 fn backoff(attempts: i32) -> Duration {
     Duration::from_secs((2u64 << attempts.clamp(0, 11)).min(3600))
-}
-
-fn refund_error(e: &PaymentError) -> String {
-    e.to_string().chars().take(500).collect()
 }
 
 #[cfg(test)]

@@ -78,6 +78,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         payments: Arc::new(TestCardProcessor {
             pool: pool.clone(),
             latency: config.payment_latency,
+            transit: config.payment_transit,
         }),
         config: Arc::new(config),
         nats: Arc::new(tokio::sync::OnceCell::new()),

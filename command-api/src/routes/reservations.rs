@@ -93,7 +93,9 @@ pub fn rule_error(e: ShowtimeError) -> ApiError {
         ReservationExpired => {
             ApiError::ReservationExpired("the hold has expired or was released".into())
         }
-        DuplicateReservation | PaymentInProgress | AlreadyPaid => ApiError::Conflict(e.to_string()),
+        DuplicateReservation | DuplicatePayment | PaymentInProgress | AlreadyPaid => {
+            ApiError::Conflict(e.to_string())
+        }
         HoldCooldown { retry_at } => ApiError::HoldCooldown {
             retry_at,
             // The writer may decide a little ahead of this process's clock; never promise less.

@@ -229,6 +229,15 @@ async fn charge_and_settle(
     meta: Metadata,
 ) -> Result<(StatusCode, axum::Json<Purchased>), ApiError> {
     let timeout = state.config.payment_timeout;
+    // From here on no reconciler settles the payment before our own timeout has passed; if one
+    // already gave up on it as never sent, it must not be charged.
+    if !reconcile::mark_sending(&state.pool, payment, timeout).await? {
+        return Err(ApiError::Conflict(
+            "the payment was given up before the card was charged; nothing was charged, \
+             pay again"
+                .into(),
+        ));
+    }
     let charged = tokio::time::timeout(timeout, state.payments.charge(payment, &amount, &card))
         .await
         .unwrap_or_else(|_| Err(PaymentError::Unavailable("no answer in time".into())));
@@ -269,27 +278,37 @@ async fn confirm(
     let events = reconcile::record_charged(&state.writers, showtime, reservation, payment, meta)
         .await
         .map_err(write_error)?;
-    if events
+    let refunded = events
         .iter()
-        .any(|e| matches!(e, ShowtimeEvent::PaymentRefunded { .. }))
-    {
-        // The refund itself is queued with the event and paid by the reconciler.
-        return Err(ApiError::ReservationExpired(
-            "the hold ran out before the payment completed; the payment is refunded".into(),
-        ));
-    }
+        .any(|e| matches!(e, ShowtimeEvent::PaymentRefunded { .. }));
     // Only what the answer needs: a hot showtime's state holds every hold and ticket, and
     // copying it all took a few percent of the engine's CPU under load.
-    let (details, issued) = read_state(state, showtime.0, |s| {
+    let (details, issued, hold_open) = read_state(state, showtime.0, |s| {
         let issued: Vec<DomainTicket> = s
             .tickets
             .values()
             .filter(|t| t.payment_id == payment)
             .cloned()
             .collect();
-        (s.details.clone(), issued)
+        let hold_open = s.holds.get(&reservation).is_some_and(|h| h.is_live(now()));
+        (s.details.clone(), issued, hold_open)
     })
     .await?;
+    if refunded && !hold_open {
+        // The refund itself is queued with the event and paid by the reconciler.
+        return Err(ApiError::ReservationExpired(
+            "the hold ran out before the payment completed; the payment is refunded".into(),
+        ));
+    }
+    if issued.is_empty() {
+        // Recorded as failed before the processor's success came: refunded if it was charged
+        // (`refunded`), and the hold still waits for a payment.
+        return Err(ApiError::Conflict(
+            "the payment was recorded as failed before the card was charged; any charge is \
+             refunded, pay again"
+                .into(),
+        ));
+    }
     let details = details.ok_or(ApiError::NotFound)?;
     let names = names(state, &details).await?;
     let tickets = issued

@@ -36,6 +36,7 @@ pub fn test_config(database: &str) -> Config {
         admin: Some((ADMIN_EMAIL.into(), ADMIN_PASSWORD.into())),
         jwt_secret: None,
         payment_latency: Duration::ZERO,
+        payment_transit: Duration::ZERO,
         payment_timeout: Duration::from_secs(30),
         showtime_queue: 4096,
         showtime_max_wait: None,

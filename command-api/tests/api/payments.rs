@@ -169,6 +169,7 @@ async fn a_refund_recorded_in_the_log_reaches_the_processor_once() {
     let processor = TestCardProcessor {
         pool: app.pool.clone(),
         latency: Duration::ZERO,
+        transit: Duration::ZERO,
     };
     sqlx::query("insert into refunds_due (refund_id, payment_id, amount, currency, recorded_at, due_at)
                  select refund_id, payment_id, amount, currency, now(), now() from test_processor_refunds")
@@ -221,6 +222,7 @@ async fn a_refund_the_processor_refuses_stays_due_with_its_error_and_backs_off()
     let processor = TestCardProcessor {
         pool: pool.clone(),
         latency: Duration::ZERO,
+        transit: Duration::ZERO,
     };
     // A refund for a charge the processor never made.
     sqlx::query(
@@ -240,4 +242,108 @@ async fn a_refund_the_processor_refuses_stays_due_with_its_error_and_backs_off()
     assert_eq!(attempts, 1);
     assert!(error.contains("no_such_charge"), "{error}");
     assert!(later, "a refused refund waits before the next attempt");
+}
+
+/// The invariant checker's findings on the log and the processor (read models skipped).
+async fn money_violations(app: &TestApp) -> Vec<String> {
+    marquee_api::check::check(&app.pool, None, &|_, _| {})
+        .await
+        .unwrap()
+        .violations
+}
+
+async fn charged(pool: &PgPool) -> i64 {
+    count(
+        pool,
+        "select count(*) from test_processor_charges where outcome = 'charged'",
+    )
+    .await
+}
+
+#[tokio::test]
+async fn a_reconciler_with_a_shorter_timeout_never_settles_a_charge_another_process_waits_on() {
+    // Process A charges and waits 10 s for the answer; the charge takes 5 s to arrive.
+    let mut a = test_config(&fresh_database());
+    a.payment_timeout = Duration::from_secs(10);
+    a.payment_transit = Duration::from_secs(5);
+    let app = spawn_with(a.clone()).await;
+    // Process B, on the same database, gives charges 200 ms: its reconciler would ask the
+    // processor about A's payment after about two seconds, before the charge got there.
+    let mut b = a;
+    b.payment_timeout = Duration::from_millis(200);
+    b.namespace.push('b');
+    let _b = spawn_with(b).await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let hold = app.hold_id(&ann, &showtime, &["A1"]).await;
+    let r = app.pay(&ann, &hold, "4242424242424242").await;
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["tickets"].as_array().unwrap().len(), 1, "{body}");
+    let types = app.event_types(&showtime).await;
+    assert!(!types.contains(&"PaymentFailed".to_owned()), "{types:?}");
+    assert_eq!(money_violations(&app).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_charge_still_on_its_way_when_its_sender_gives_up_is_voided_and_never_taken() {
+    let mut config = test_config(&fresh_database());
+    config.payment_timeout = Duration::from_millis(300);
+    config.payment_transit = Duration::from_secs(4);
+    let app = spawn_with(config).await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let hold = app.hold_id(&ann, &showtime, &["A1"]).await;
+    problem(
+        app.pay(&ann, &hold, "4242424242424242").await,
+        503,
+        "payment-pending",
+    )
+    .await;
+    // The reconciler finds no charge at the processor after about 2.3 s, voids the payment
+    // and records it as failed; the charge arrives at 4 s, too late to be taken.
+    let reservation = format!("/v1/reservations/{hold}");
+    eventually("the reconciler did not record the failure", || async {
+        let r: Value = app
+            .get(&reservation, Some(&ann))
+            .await
+            .json()
+            .await
+            .unwrap();
+        r["status"] == "held"
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(charged(&app.pool).await, 0, "a voided payment was charged");
+    assert_eq!(money_violations(&app).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn a_payment_that_waited_in_a_busy_showtimes_queue_is_not_settled_while_it_is_charged() {
+    let mut config = test_config(&fresh_database());
+    config.payment_timeout = Duration::from_secs(5);
+    config.payment_transit = Duration::from_millis(1500);
+    let app = spawn_with(config).await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let hold = app.hold_id(&ann, &showtime, &["A1"]).await;
+    // Appends wait 8 s, as behind a long queue: the payment is recorded as started at the
+    // time its request came, 8 s before the charge is sent, longer than timeout and grace.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("lock table events in share mode")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let release = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(8)).await;
+        blocker.commit().await.unwrap();
+    });
+    let r = app.pay(&ann, &hold, "4242424242424242").await;
+    release.await.unwrap();
+    assert_eq!(r.status(), 201);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["tickets"].as_array().unwrap().len(), 1, "{body}");
+    let types = app.event_types(&showtime).await;
+    assert!(!types.contains(&"PaymentFailed".to_owned()), "{types:?}");
+    assert_eq!(money_violations(&app).await, Vec::<String>::new());
 }

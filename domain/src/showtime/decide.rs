@@ -208,6 +208,10 @@ impl Showtime {
     pub(super) fn start_payment(&self, c: StartPayment) -> Decision {
         let now = self.effective_now(c.now);
         let hold = self.own_hold(c.reservation_id, c.customer_id)?;
+        // One id, one charge: a processor deduplicates by it.
+        if self.payments.contains_key(&c.payment_id) {
+            return Err(ShowtimeError::DuplicatePayment);
+        }
         match hold.status {
             HoldStatus::Confirmed { .. } => return Err(ShowtimeError::AlreadyPaid),
             HoldStatus::Paying { .. } if hold.is_live(now) => {
@@ -226,36 +230,42 @@ impl Showtime {
         })])
     }
 
-    /// A payment started for this reservation and not settled yet; `None` when it was already
-    /// settled one way or the other (settling again changes nothing).
-    fn unsettled_payment(
+    /// A payment started for this reservation, in whatever state it is now.
+    fn started_payment(
         &self,
         payment: PaymentId,
         reservation: ReservationId,
-    ) -> Result<Option<&Payment>, ShowtimeError> {
-        let found = self
-            .payments
+    ) -> Result<&Payment, ShowtimeError> {
+        self.payments
             .get(&payment)
             .filter(|p| p.reservation_id == reservation)
-            .ok_or(ShowtimeError::UnknownPayment(payment))?;
-        Ok((found.state == PaymentState::Started).then_some(found))
+            .ok_or(ShowtimeError::UnknownPayment(payment))
     }
 
     pub(super) fn confirm_payment(&self, c: ConfirmPayment) -> Decision {
         let now = self.effective_now(c.now);
-        let Some(payment) = self.unsettled_payment(c.payment_id, c.reservation_id)? else {
-            return Ok(vec![]);
+        let payment = self.started_payment(c.payment_id, c.reservation_id)?;
+        let refund = || {
+            Ok(vec![ShowtimeEvent::PaymentRefunded {
+                reservation_id: c.reservation_id,
+                payment_id: c.payment_id,
+                amount: payment.amount.clone(),
+                refunded_at: now,
+            }])
         };
+        match payment.state {
+            PaymentState::Started => {}
+            // Recorded as failed before the processor's success came (it was asked while the
+            // charge was still on its way): the money came all the same, and goes back.
+            PaymentState::Failed => return refund(),
+            // Settled with money already: ticketed or refunded once is enough.
+            PaymentState::Captured | PaymentState::Refunded => return Ok(vec![]),
+        }
         let hold = &self.holds[&c.reservation_id];
         let pinned_by_this = matches!(hold.status,
             HoldStatus::Paying { payment_id, .. } if payment_id == c.payment_id);
         if !(pinned_by_this && hold.is_live(now)) {
-            return Ok(vec![ShowtimeEvent::PaymentRefunded {
-                reservation_id: hold.id,
-                payment_id: c.payment_id,
-                amount: payment.amount.clone(),
-                refunded_at: now,
-            }]);
+            return refund();
         }
         if c.tickets.len() != hold.seats.len() {
             return Err(ShowtimeError::TicketCountMismatch);
@@ -289,10 +299,8 @@ impl Showtime {
 
     pub(super) fn fail_payment(&self, c: FailPayment) -> Decision {
         let now = self.effective_now(c.now);
-        if self
-            .unsettled_payment(c.payment_id, c.reservation_id)?
-            .is_none()
-        {
+        // Settled already, one way or the other: failing it now changes nothing.
+        if self.started_payment(c.payment_id, c.reservation_id)?.state != PaymentState::Started {
             return Ok(vec![]);
         }
         Ok(vec![ShowtimeEvent::PaymentFailed(PaymentFailed {

@@ -70,6 +70,8 @@ pub enum ShowtimeError {
     SeatsUnavailable(Vec<SeatLabel>),
     #[error("a reservation with this id already exists")]
     DuplicateReservation,
+    #[error("a payment with this id was already started")]
+    DuplicatePayment,
     #[error("no such reservation")]
     ReservationNotFound,
     #[error("the reservation has expired or was released")]

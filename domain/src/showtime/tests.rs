@@ -462,6 +462,64 @@ fn a_payment_that_succeeds_after_cancellation_is_refunded() {
 }
 
 #[test]
+fn a_success_for_a_payment_already_recorded_as_failed_is_refunded() {
+    let failed = ShowtimeEvent::PaymentFailed(PaymentFailed {
+        reservation_id: res(1),
+        payment_id: pay(1),
+        reason: "processor_unavailable".into(),
+        retryable: true,
+        failed_at: t(4),
+    });
+    // Even while the hold is live again and waits for another payment.
+    Given::with(())
+        .given(vec![
+            scheduled(),
+            held(1, 1, &["A1"], 1000, 0),
+            started(1, 1, 1000, 3),
+            failed,
+            started(1, 2, 1000, 5),
+        ])
+        .when(confirm_cmd(1, 1, &[1], 6))
+        .then_expect_events(vec![ShowtimeEvent::PaymentRefunded {
+            reservation_id: res(1),
+            payment_id: pay(1),
+            amount: usd(1000),
+            refunded_at: t(6),
+        }]);
+}
+
+#[test]
+fn a_second_success_for_a_refunded_payment_changes_nothing() {
+    Given::with(())
+        .given(vec![
+            scheduled(),
+            held(1, 1, &["A1"], 1000, 0),
+            started(1, 1, 1000, 3),
+            ShowtimeEvent::PaymentRefunded {
+                reservation_id: res(1),
+                payment_id: pay(1),
+                amount: usd(1000),
+                refunded_at: t(14),
+            },
+        ])
+        .when(confirm_cmd(1, 1, &[1], 15))
+        .then_expect_events(vec![]);
+}
+
+#[test]
+fn a_payment_id_already_used_cannot_start_another_payment() {
+    Given::with(())
+        .given(vec![
+            scheduled(),
+            held(1, 1, &["A1"], 1000, 0),
+            started(1, 5, 1000, 3),
+            held(2, 2, &["A2"], 1000, 4),
+        ])
+        .when(start_cmd(2, 2, 5, 5))
+        .then_expect_error(ShowtimeError::DuplicatePayment);
+}
+
+#[test]
 fn confirming_twice_changes_nothing() {
     let issued = ShowtimeEvent::TicketsIssued(TicketsIssued {
         reservation_id: res(1),
