@@ -347,3 +347,56 @@ async fn a_payment_that_waited_in_a_busy_showtimes_queue_is_not_settled_while_it
     assert!(!types.contains(&"PaymentFailed".to_owned()), "{types:?}");
     assert_eq!(money_violations(&app).await, Vec::<String>::new());
 }
+
+#[tokio::test]
+async fn payments_the_reconciler_keeps_failing_on_back_off_and_never_hold_up_the_others() {
+    let mut config = test_config(&fresh_database());
+    config.payment_latency = Duration::from_millis(1500);
+    config.payment_timeout = Duration::from_millis(200);
+    let app = spawn_with(config).await;
+    // More stale payments than one pass takes, each of a showtime that does not exist, so
+    // recording any outcome for them fails every time.
+    sqlx::query(
+        "insert into payments_in_flight
+             (payment_id, showtime_id, reservation_id, started_at, pinned_until, recorded_at)
+         select gen_random_uuid(), gen_random_uuid(), gen_random_uuid(),
+                now() - interval '1 hour', now() + interval '1 hour', now() - interval '1 hour'
+         from generate_series(1, 150)",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let hold = app.hold_id(&ann, &showtime, &["A1"]).await;
+    problem(
+        app.pay(&ann, &hold, "4242424242424242").await,
+        503,
+        "payment-pending",
+    )
+    .await;
+    let reservation = format!("/v1/reservations/{hold}");
+    eventually("the good payment waited behind failing ones", || async {
+        let r: Value = app
+            .get(&reservation, Some(&ann))
+            .await
+            .json()
+            .await
+            .unwrap();
+        r["status"] == "confirmed"
+    })
+    .await;
+    let (failing, backing_off): (i64, i64) = sqlx::query_as(
+        "select count(*), count(*) filter (where attempts >= 1 and retry_at is not null
+                                           and last_error is not null)
+         from payments_in_flight",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(failing, 150);
+    assert_eq!(
+        backing_off, 150,
+        "each failing payment waits its own back-off"
+    );
+}
