@@ -48,6 +48,14 @@ pub struct Config {
     /// `MARQUEE_PAYMENT_TIMEOUT_MS`: how long a charge may take before its outcome counts as
     /// unknown; the reconciler settles such payments by asking the processor.
     pub payment_timeout: Duration,
+    /// `MARQUEE_HEADER_TIMEOUT_MS`: how long a client may take to send a request's headers
+    /// before its connection is closed.
+    pub header_timeout: Duration,
+    /// `MARQUEE_BODY_TIMEOUT_MS`: how long a request's body may take to arrive (`408` past it).
+    pub body_timeout: Duration,
+    /// `MARQUEE_REQUEST_TIMEOUT_MS`: how long an answer may take to be ready (`503` past it);
+    /// longer than `payment_timeout`, so a slow charge is answered `payment-pending` instead.
+    pub request_timeout: Duration,
     /// `MARQUEE_SHOWTIME_QUEUE`: commands one showtime may have waiting before the API sheds.
     pub showtime_queue: usize,
     /// `MARQUEE_SHOWTIME_MAX_WAIT_MS`: the longest a command may wait in a showtime's queue
@@ -83,7 +91,30 @@ fn number(var: &impl Fn(&str) -> Option<String>, name: &str, default: u64) -> an
     }
 }
 
+/// A duration in milliseconds that must not be 0 (a limit that cannot be turned off).
+fn millis(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: u64,
+) -> anyhow::Result<Duration> {
+    match number(var, name, default)? {
+        0 => bail!("{name} must be at least 1"),
+        ms => Ok(Duration::from_millis(ms)),
+    }
+}
+
 impl Config {
+    /// Rules between settings.
+    fn check(&self) -> anyhow::Result<()> {
+        if self.request_timeout <= self.payment_timeout {
+            bail!(
+                "MARQUEE_REQUEST_TIMEOUT_MS must be longer than MARQUEE_PAYMENT_TIMEOUT_MS, so \
+                 that a slow charge is answered `payment-pending` rather than cut off"
+            );
+        }
+        Ok(())
+    }
+
     /// Reads the environment.
     pub fn from_env() -> anyhow::Result<Self> {
         Self::from_vars(|name| std::env::var(name).ok())
@@ -111,7 +142,7 @@ impl Config {
         if hold == 0 {
             bail!("MARQUEE_HOLD_SECONDS must be at least 1");
         }
-        Ok(Self {
+        let config = Self {
             database_url: var("DATABASE_URL")
                 .unwrap_or_else(|| "postgres://localhost/marquee".into()),
             nats_url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
@@ -131,6 +162,9 @@ impl Config {
                 "MARQUEE_PAYMENT_TIMEOUT_MS",
                 30_000,
             )?),
+            header_timeout: millis(&var, "MARQUEE_HEADER_TIMEOUT_MS", 5_000)?,
+            body_timeout: millis(&var, "MARQUEE_BODY_TIMEOUT_MS", 5_000)?,
+            request_timeout: millis(&var, "MARQUEE_REQUEST_TIMEOUT_MS", 60_000)?,
             showtime_queue: number(&var, "MARQUEE_SHOWTIME_QUEUE", 4096)?.max(1) as usize,
             showtime_max_wait: match number(&var, "MARQUEE_SHOWTIME_MAX_WAIT_MS", 0)? {
                 0 => None,
@@ -160,7 +194,9 @@ impl Config {
                 var("MARQUEE_MAX_HASHES").as_deref(),
                 var("MARQUEE_HASH_WAIT_MS").as_deref(),
             )?,
-        })
+        };
+        config.check()?;
+        Ok(config)
     }
 }
 
@@ -215,6 +251,19 @@ mod tests {
         assert!(err.to_string().contains("at least 32 bytes"));
         let ok = config(&[("MARQUEE_JWT_SECRET", &"x".repeat(32))]).unwrap();
         assert_eq!(ok.jwt_secret.unwrap().len(), 32);
+    }
+
+    #[test]
+    fn request_time_limits_have_defaults_and_cannot_be_turned_off() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.header_timeout, Duration::from_secs(5));
+        assert_eq!(c.body_timeout, Duration::from_secs(5));
+        assert_eq!(c.request_timeout, Duration::from_secs(60));
+        assert!(config(&[("MARQUEE_BODY_TIMEOUT_MS", "0")]).is_err());
+        let short = config(&[("MARQUEE_REQUEST_TIMEOUT_MS", "30000")]).unwrap_err();
+        assert!(short
+            .to_string()
+            .contains("longer than MARQUEE_PAYMENT_TIMEOUT_MS"));
     }
 
     #[test]

@@ -49,6 +49,9 @@ pub enum ApiError {
     UnsupportedMediaType(String),
     #[error("the request body is too large")]
     PayloadTooLarge,
+    /// The request's body did not arrive within this long.
+    #[error("the request body came too slowly")]
+    RequestTimeout(std::time::Duration),
     #[error("some seats are held or sold")]
     SeatsUnavailable(Vec<String>),
     #[error("an account with this email exists")]
@@ -109,6 +112,7 @@ impl ApiError {
             SeatsUnavailable(_) | EmailTaken | ScreenBusy(_) | Conflict(_) => StatusCode::CONFLICT,
             ReservationExpired(_) => StatusCode::GONE,
             PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            RequestTimeout(_) => StatusCode::REQUEST_TIMEOUT,
             UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             Validation(_) | ShowtimeClosed(_) => StatusCode::UNPROCESSABLE_ENTITY,
             RateLimited(_) | HoldCooldown { .. } => StatusCode::TOO_MANY_REQUESTS,
@@ -128,6 +132,7 @@ impl ApiError {
             MethodNotAllowed => "method-not-allowed",
             UnsupportedMediaType(_) => "unsupported-media-type",
             PayloadTooLarge => "payload-too-large",
+            RequestTimeout(_) => "request-timeout",
             SeatsUnavailable(_) => "seats-unavailable",
             EmailTaken => "email-taken",
             ScreenBusy(_) => "screen-busy",
@@ -155,6 +160,7 @@ impl ApiError {
             MethodNotAllowed => "Method not allowed",
             UnsupportedMediaType(_) => "Unsupported media type",
             PayloadTooLarge => "Payload too large",
+            RequestTimeout(_) => "Request timeout",
             SeatsUnavailable(_) => "Seats unavailable",
             EmailTaken => "Email taken",
             ScreenBusy(_) => "Screen busy",
@@ -192,6 +198,10 @@ impl ApiError {
             }
             Validation(_) => "several fields are not valid; see errors".into(),
             PaymentDeclined(reason) => format!("the card was declined ({reason})"),
+            RequestTimeout(within) => format!(
+                "the request's body did not arrive within {} s; nothing was done",
+                whole_seconds(*within)
+            ),
             HoldCooldown { retry_at, .. } => format!(
                 "holding again does not extend a hold, and your holds on this showtime have used \
                  up their time; you can hold seats here again from {}",

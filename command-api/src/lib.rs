@@ -21,6 +21,8 @@
 //! - [`live`]: live seat maps fed from the event stream, for the seat-map streams.
 //! - [`metrics`]: the Prometheus recorder, `/metrics` and the per-request series.
 //! - [`headers`]: request ids and the security headers of every answer.
+//! - [`deadlines`]: how long a request's body and its answer may take.
+//! - [`server`]: the HTTP/1 server loop, with a limit on reading request headers.
 //! - [`operator`]: `marquee events` (export) and `marquee replay`.
 //! - [`startup`]: builds the state and router, and runs the engine's roles (API, relay,
 //!   projector).
@@ -31,6 +33,7 @@ pub mod booking_index;
 pub mod check;
 pub mod config;
 pub mod db;
+pub mod deadlines;
 pub mod error;
 pub mod event_store;
 pub mod generate;
@@ -47,6 +50,7 @@ pub mod ratelimit;
 pub mod reconcile;
 pub mod reservation_cache;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod timer;

@@ -7,6 +7,7 @@
 use crate::admission;
 use crate::auth::{bootstrap_admin, signing_secret, TokenKeys};
 use crate::config::Config;
+use crate::deadlines::{self, Deadlines};
 use crate::error::{method_not_allowed, not_found};
 use crate::event_store::EventStore;
 use crate::headers::{ExchangeHeadersLayer, X_REQUEST_ID};
@@ -14,7 +15,7 @@ use crate::payment::TestCardProcessor;
 use crate::ratelimit::{self, Limiters};
 use crate::state::{AppState, Shared};
 use crate::writer::Writers;
-use crate::{db, idempotency, metrics, routes, timer};
+use crate::{db, idempotency, metrics, routes, server, timer};
 use anyhow::Context;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::get;
@@ -154,6 +155,14 @@ pub fn with_middleware(app: Router<AppState>, state: AppState) -> Router {
             admission::Gate::new(state.config.max_in_flight, state.config.max_lag),
             admission::admit,
         ))
+        // Right inside admission: an admitted request gives its slot back in bounded time.
+        .layer(axum::middleware::from_fn_with_state(
+            Deadlines {
+                body: state.config.body_timeout,
+                answer: state.config.request_timeout,
+            },
+            deadlines::enforce,
+        ))
         .layer(CatchPanicLayer::custom(|_| {
             axum::response::IntoResponse::into_response(crate::error::ApiError::Internal(
                 anyhow::anyhow!("a request handler panicked"),
@@ -200,19 +209,13 @@ pub async fn run(
     let served = match (roles.api, listener) {
         (true, Some(listener)) => {
             let live = state.live.clone();
+            let header_timeout = state.config.header_timeout;
             let app = router(state);
             tracing::info!(addr = %listener.local_addr()?, "marquee API is serving");
-            let stop = shutdown.clone();
-            // The peer address is what rate limits key on (see `ratelimit`).
-            let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    stop.cancelled().await;
-                    // Seat-map streams never end by themselves; end them so shutdown can.
-                    live.close();
-                })
-                .await
-                .context("HTTP server failed")
+            // Seat-map streams never end by themselves; end them so shutdown can.
+            let end_streams = move || live.close();
+            server::serve(listener, app, header_timeout, shutdown.clone(), end_streams).await;
+            Ok(())
         }
         (true, None) => Err(anyhow::anyhow!("the API role needs a listener")),
         (false, _) => {

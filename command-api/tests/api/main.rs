@@ -14,4 +14,5 @@ mod live;
 mod payments;
 mod read_side;
 mod security;
+mod timeouts;
 mod users;
