@@ -88,17 +88,7 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
     let Some(key) = request.headers().get("idempotency-key") else {
         return Ok(next.run(request).await);
     };
-    let key = key
-        .to_str()
-        .ok()
-        .filter(|k| (1..=255).contains(&k.len()))
-        .ok_or_else(|| {
-            ApiError::field(
-                "Idempotency-Key",
-                "must be 1 to 255 visible ASCII characters",
-            )
-        })?
-        .to_owned();
+    let key = parse_key(key)?;
     let (parts, body) = request.into_parts();
     let user = verified_user(&state, &parts, caller);
     if caller != Caller::Anyone && user.is_none() {
@@ -118,30 +108,7 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
         Some(u) => u.id.0,
         None => request_scope(&hash),
     };
-
-    // Forget an expired key, or a claim whose request never finished (the process died with
-    // it), then claim it; exactly one concurrent request wins the claim.
-    sqlx::query(&format!(
-        "delete from idempotency_keys where scope = $1 and key = $2
-           and (created_at < now() - interval '{KEEP_HOURS} hours'
-                or (status is null and created_at < now() - interval '{ABANDONED_AFTER_SECONDS} seconds'))"
-    ))
-    .bind(scope)
-    .bind(&key)
-    .execute(&state.pool)
-    .await?;
-    let claimed = sqlx::query(
-        "insert into idempotency_keys (scope, key, request_hash) values ($1, $2, $3)
-         on conflict do nothing",
-    )
-    .bind(scope)
-    .bind(&key)
-    .bind(&hash)
-    .execute(&state.pool)
-    .await?
-    .rows_affected()
-        == 1;
-    if !claimed {
+    if !claim(&state, scope, &key, &hash).await? {
         return replay(&state, scope, &key, &hash).await;
     }
     let response = next
@@ -150,6 +117,46 @@ async fn handle(state: AppState, request: Request, next: Next) -> Result<Respons
     remember(&state, scope, &key, response).await
 }
 
+fn parse_key(value: &HeaderValue) -> Result<String, ApiError> {
+    value
+        .to_str()
+        .ok()
+        .filter(|k| (1..=255).contains(&k.len()))
+        .map(str::to_owned)
+        .ok_or_else(|| {
+            ApiError::field(
+                "Idempotency-Key",
+                "must be 1 to 255 visible ASCII characters",
+            )
+        })
+}
+
+/// Claims the key for this request; false when another request holds it (or held it and
+/// remembered its answer). Exactly one of several concurrent requests wins.
+async fn claim(state: &AppState, scope: Uuid, key: &str, hash: &str) -> Result<bool, ApiError> {
+    // Forget an expired key, or a claim whose request never finished (the process died with
+    // it), first.
+    sqlx::query(&format!(
+        "delete from idempotency_keys where scope = $1 and key = $2
+           and (created_at < now() - interval '{KEEP_HOURS} hours'
+                or (status is null and created_at < now() - interval '{ABANDONED_AFTER_SECONDS} seconds'))"
+    ))
+    .bind(scope)
+    .bind(key)
+    .execute(&state.pool)
+    .await?;
+    let inserted = sqlx::query(
+        "insert into idempotency_keys (scope, key, request_hash) values ($1, $2, $3)
+         on conflict do nothing",
+    )
+    .bind(scope)
+    .bind(key)
+    .bind(hash)
+    .execute(&state.pool)
+    .await?
+    .rows_affected();
+    Ok(inserted == 1)
+}
 /// The scope of a key used without an account: the request's own fingerprint, as a UUID.
 fn request_scope(hash: &str) -> Uuid {
     let bytes = hash.get(..32).and_then(|h| hex::decode(h).ok());
