@@ -325,12 +325,16 @@ async fn token(client: &Client, base: &str, email: &str, password: &str) -> anyh
 
 /// A JSON POST with a bearer token; the answer's body.
 pub async fn post(client: &Client, url: String, token: &str, body: Value) -> anyhow::Result<Value> {
-    Ok(client
-        .post(url)
+    let response = client
+        .post(&url)
         .bearer_auth(token)
         .json(&body)
         .send()
-        .await?
-        .json()
-        .await?)
+        .await?;
+    let status = response.status();
+    let answer: Value = response.json().await?;
+    if !status.is_success() {
+        anyhow::bail!("POST {url} answered {status}: {answer}");
+    }
+    Ok(answer)
 }
