@@ -195,7 +195,8 @@ impl LiveSeats {
         writers: &Writers,
         id: Uuid,
     ) -> Result<bool, crate::event_store::StoreError> {
-        let Some(shared) = writers.state(ShowtimeId(id)).await? else {
+        // Read only: watching a closed showtime must not start its writer.
+        let Some(shared) = writers.read(ShowtimeId(id)).await? else {
             return Ok(false);
         };
         let committed = shared.read().expect("lock poisoned").clone();
