@@ -1,5 +1,5 @@
 //! What a process keeps in memory stays bounded: showtime writers (one per showtime, with its
-//! whole state).
+//! whole state) and entries of the live seat-map hub.
 
 use crate::helpers::{fresh_database, spawn_app, spawn_roles, spawn_with, test_config, TestApp};
 use marquee_api::startup::Roles;
@@ -124,4 +124,53 @@ async fn past_the_writer_cap_the_least_recently_used_idle_writer_stops_and_resta
     let (_open, map) = snapshot(&app, &showtimes[0]).await;
     assert_eq!(map["held"], 2);
     assert!(eventually(|| writers.running() <= 2).await);
+}
+
+#[tokio::test]
+async fn a_stream_that_closes_leaves_no_entry_in_the_live_hub() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let live = &app.state.live;
+
+    let (open, _) = snapshot(&app, &showtime).await;
+    assert_eq!(live.entries(), 1);
+    drop(open);
+
+    assert!(
+        eventually(|| live.entries() == 0).await,
+        "{} entries left after the only watcher hung up",
+        live.entries()
+    );
+}
+
+#[tokio::test]
+async fn a_watcher_that_never_reads_queues_no_more_than_the_backlog_and_is_told_it_lagged() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let id: Uuid = showtime.parse().unwrap();
+    let live = &app.state.live;
+    let (_, mut slow) = live
+        .watch(&app.state.writers, id, |_, sequence| sequence)
+        .await
+        .unwrap()
+        .expect("the showtime exists");
+    let ann = app.customer().await;
+
+    // Each hold after the first releases the one before: two seat changes a hold.
+    let changes = marquee_api::live::BACKLOG + 40;
+    for i in 0..changes / 2 {
+        app.held(&ann, &showtime, &[["A1", "A2"][i % 2]]).await;
+    }
+
+    assert!(
+        eventually(|| live.queued(id) == marquee_api::live::BACKLOG).await,
+        "{} queued",
+        live.queued(id)
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await; // the last events arrive
+    assert!(live.queued(id) <= marquee_api::live::BACKLOG);
+    assert!(matches!(
+        slow.recv().await,
+        Err(tokio::sync::broadcast::error::RecvError::Lagged(_))
+    ));
 }
