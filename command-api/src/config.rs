@@ -1,5 +1,6 @@
 //! Configuration from environment variables, each with a working default.
 
+use crate::writer_registry::DEFAULT_MAX_WRITERS;
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -58,6 +59,9 @@ pub struct Config {
     pub request_timeout: Duration,
     /// `MARQUEE_SHOWTIME_QUEUE`: commands one showtime may have waiting before the API sheds.
     pub showtime_queue: usize,
+    /// `MARQUEE_MAX_WRITERS`: showtime writers (each holding its showtime's state in memory)
+    /// this process keeps; starting one more stops the least recently used idle one.
+    pub max_writers: usize,
     /// `MARQUEE_SHOWTIME_MAX_WAIT_MS`: the longest a command may wait in a showtime's queue
     /// before it is shed with `503 overloaded`; `None` (0) never sheds by time.
     pub showtime_max_wait: Option<Duration>,
@@ -166,6 +170,10 @@ impl Config {
             body_timeout: millis(&var, "MARQUEE_BODY_TIMEOUT_MS", 5_000)?,
             request_timeout: millis(&var, "MARQUEE_REQUEST_TIMEOUT_MS", 60_000)?,
             showtime_queue: number(&var, "MARQUEE_SHOWTIME_QUEUE", 4096)?.max(1) as usize,
+            max_writers: match number(&var, "MARQUEE_MAX_WRITERS", DEFAULT_MAX_WRITERS as u64)? {
+                0 => bail!("MARQUEE_MAX_WRITERS must be at least 1"),
+                n => usize::try_from(n).unwrap_or(usize::MAX),
+            },
             showtime_max_wait: match number(&var, "MARQUEE_SHOWTIME_MAX_WAIT_MS", 0)? {
                 0 => None,
                 ms => Some(Duration::from_millis(ms)),

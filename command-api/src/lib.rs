@@ -5,6 +5,7 @@
 //! - [`db`]: creating the database and applying migrations.
 //! - [`event_store`]: loading aggregates (postgres-es) and appending events.
 //! - [`writer`]: one writer task per active showtime, batching appends.
+//! - [`writer_registry`]: which showtimes have a writer, and which to stop past the cap.
 //! - [`booking_index`]: lookups derived from showtime events in the same transaction.
 //! - [`group_commit`]: one commit for the batches of many showtime writers.
 //! - [`reservation_cache`]: the showtime and customer of recent reservations, in memory.
@@ -55,3 +56,4 @@ pub mod startup;
 pub mod state;
 pub mod timer;
 pub mod writer;
+pub mod writer_registry;

@@ -7,6 +7,13 @@
 //! showtime's own `tokio::sync::broadcast` channel to the SSE connections watching it
 //! (`routes::stream`). A showtime nobody watches costs nothing but a subject match.
 //!
+//! What the hub holds is bounded by its watchers. A showtime's entry lives exactly as long as
+//! some [`Subscription`] to it (or a watcher still setting one up) does: the last one dropped,
+//! whether its stream ended, its client hung up or its setup failed, removes the entry. Each
+//! entry queues at most [`BACKLOG`] changes (the broadcast ring: a watcher that falls further
+//! behind is sent a fresh snapshot instead) and [`BACKLOG`] events waiting for its state to
+//! load (older ones are dropped; a gap they leave is noticed at the next event and reloaded).
+//!
 //! Why fold a copy of the aggregate instead of reading seats from the events alone: a
 //! `HoldReleased` or `HoldExpired` names its reservation, not its seats, and the domain's own
 //! `seat_state` already knows every rule (expiry by the clock, payment pins, refunds).
@@ -23,14 +30,15 @@ use futures::StreamExt;
 use marquee_domain::showtime::{SeatState, Showtime, ShowtimeEvent};
 use marquee_domain::ShowtimeId;
 use marquee_nats::{Envelope, Namespace};
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use tokio::sync::broadcast;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
-/// Changes a slow watcher may fall behind by before it is sent a fresh snapshot instead.
-const BACKLOG: usize = 256;
+/// Changes a slow watcher may fall behind by before it is sent a fresh snapshot instead; also
+/// the most events kept for an entry whose state is loading.
+pub const BACKLOG: usize = 256;
 
 /// What a watcher of one showtime is told after its snapshot.
 #[derive(Clone, Debug, PartialEq)]
@@ -57,11 +65,45 @@ pub struct LiveSeats {
 struct Watched {
     /// `None` until its state is loaded; events arriving meanwhile wait in `pending`.
     copy: Option<Copy>,
-    pending: Vec<Envelope>,
+    pending: VecDeque<Envelope>,
+    /// Watchers subscribed or setting up; the entry goes with the last.
+    watchers: usize,
     /// The statuses watchers were last sent, kept while a copy that missed an event reloads,
     /// so the reload can send what changed meanwhile.
     sent: Option<Vec<(String, &'static str)>>,
     sender: broadcast::Sender<Arc<Change>>,
+}
+
+/// A watcher's changes. Dropping it (the stream ends, the client hangs up) leaves the hub.
+pub struct Subscription {
+    changes: broadcast::Receiver<Arc<Change>>,
+    _watcher: Watcher,
+}
+
+impl Subscription {
+    /// The next change; `Lagged` when this watcher fell more than [`BACKLOG`] behind.
+    pub async fn recv(&mut self) -> Result<Arc<Change>, broadcast::error::RecvError> {
+        self.changes.recv().await
+    }
+}
+
+/// Counts one watcher of a showtime while it lives: from the start of its setup, so that a
+/// setup that fails or is abandoned (the client hung up while the state loaded) leaves too.
+struct Watcher {
+    hub: LiveSeats,
+    id: Uuid,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let mut watched = self.hub.watched.lock().expect("lock poisoned");
+        if let Some(entry) = watched.get_mut(&self.id) {
+            entry.watchers -= 1;
+            if entry.watchers == 0 {
+                watched.remove(&self.id);
+            }
+        }
+    }
 }
 
 struct Copy {
@@ -142,45 +184,71 @@ impl LiveSeats {
         self.closed.cancelled().await
     }
 
+    /// Showtimes with an entry in the hub (watched, or a watcher setting up).
+    pub fn entries(&self) -> usize {
+        self.watched.lock().expect("lock poisoned").len()
+    }
+
+    /// What the hub holds queued for a showtime: changes not yet taken by every watcher, and
+    /// events waiting for its state to load.
+    pub fn queued(&self, id: Uuid) -> usize {
+        let watched = self.watched.lock().expect("lock poisoned");
+        watched
+            .get(&id)
+            .map_or(0, |w| w.sender.len() + w.pending.len())
+    }
+
     /// Starts watching a showtime (or joins its watchers): `snapshot` reads the current copy,
-    /// and the receiver gets every change after it. `None` for an unknown showtime.
+    /// and the subscription gets every change after it. `None` for an unknown showtime.
     pub async fn watch<T>(
         &self,
         writers: &Writers,
         id: Uuid,
         snapshot: impl Fn(&Showtime, usize) -> T,
-    ) -> Result<Option<(T, broadcast::Receiver<Arc<Change>>)>, crate::event_store::StoreError> {
-        // Twice at most: another watcher's cleanup may drop the entry between loading it and
-        // joining it, and then it is loaded again.
-        for _ in 0..2 {
-            if let Some(ready) = self.join(id, &snapshot) {
-                return Ok(Some(ready));
+    ) -> Result<Option<(T, Subscription)>, crate::event_store::StoreError> {
+        // Whatever happens from here (a failed load, this future dropped midway), dropping
+        // the watcher takes it out of the hub.
+        let watcher = self.enter(id);
+        // A missed event may take the copy away between loading and joining: load again.
+        for _ in 0..3 {
+            if let Some((value, changes)) = self.join(id, &snapshot) {
+                let _watcher = watcher;
+                return Ok(Some((value, Subscription { changes, _watcher })));
             }
             if !self.load(writers, id).await? {
-                self.watched.lock().expect("lock poisoned").remove(&id);
                 return Ok(None);
             }
         }
-        Ok(self.join(id, &snapshot))
+        Err(crate::event_store::StoreError::Other(
+            "the live seat map keeps missing events".into(),
+        ))
     }
 
-    /// The snapshot and a receiver of a loaded showtime, atomically; registers the showtime
-    /// as watched (not loaded yet) when it is new.
+    /// Counts a watcher of `id`, adding the showtime (not loaded yet) when it is new.
+    fn enter(&self, id: Uuid) -> Watcher {
+        let mut watched = self.watched.lock().expect("lock poisoned");
+        let entry = watched.entry(id).or_insert_with(|| Watched {
+            copy: None,
+            pending: VecDeque::new(),
+            watchers: 0,
+            sent: None,
+            sender: broadcast::channel(BACKLOG).0,
+        });
+        entry.watchers += 1;
+        Watcher {
+            hub: self.clone(),
+            id,
+        }
+    }
+
+    /// The snapshot and a receiver of a loaded showtime, atomically.
     fn join<T>(
         &self,
         id: Uuid,
         snapshot: &impl Fn(&Showtime, usize) -> T,
     ) -> Option<(T, broadcast::Receiver<Arc<Change>>)> {
-        let mut watched = self.watched.lock().expect("lock poisoned");
-        // Drops showtimes nobody watches any more (never the one being joined: it has no
-        // receiver yet right after loading).
-        watched.retain(|k, w| *k == id || w.sender.receiver_count() > 0 || w.copy.is_none());
-        let entry = watched.entry(id).or_insert_with(|| Watched {
-            copy: None,
-            pending: vec![],
-            sent: None,
-            sender: broadcast::channel(BACKLOG).0,
-        });
+        let watched = self.watched.lock().expect("lock poisoned");
+        let entry = watched.get(&id)?;
         let copy = entry.copy.as_ref()?;
         Some((
             snapshot(&copy.showtime, copy.version),
@@ -195,7 +263,8 @@ impl LiveSeats {
         writers: &Writers,
         id: Uuid,
     ) -> Result<bool, crate::event_store::StoreError> {
-        let Some(shared) = writers.state(ShowtimeId(id)).await? else {
+        // Read only: watching a closed showtime must not start its writer.
+        let Some(shared) = writers.read(ShowtimeId(id)).await? else {
             return Ok(false);
         };
         let committed = shared.read().expect("lock poisoned").clone();
@@ -232,12 +301,8 @@ impl LiveSeats {
         let id: Uuid = envelope.aggregate_id.parse().ok()?;
         let mut watched = self.watched.lock().expect("lock poisoned");
         let entry = watched.get_mut(&id)?;
-        if entry.sender.receiver_count() == 0 && entry.copy.is_some() {
-            watched.remove(&id);
-            return None;
-        }
         let Some(copy) = entry.copy.as_mut() else {
-            entry.pending.push(envelope);
+            entry.wait(envelope);
             return None;
         };
         match copy.apply(&envelope) {
@@ -247,7 +312,7 @@ impl LiveSeats {
             }
             Err(()) => {
                 entry.sent = entry.copy.take().map(|c| c.statuses);
-                entry.pending.push(envelope);
+                entry.wait(envelope);
                 Some(id)
             }
         }
@@ -295,6 +360,17 @@ impl LiveSeats {
     }
 }
 
+impl Watched {
+    /// Keeps an event for when the state has loaded; past [`BACKLOG`] the oldest goes (the
+    /// most likely to be in the state the load reads).
+    fn wait(&mut self, envelope: Envelope) {
+        if self.pending.len() >= BACKLOG {
+            self.pending.pop_front();
+        }
+        self.pending.push_back(envelope);
+    }
+}
+
 /// The seats of `new` whose status differs from `old` (both in layout order).
 fn diff(
     old: &[(String, &'static str)],
@@ -309,7 +385,55 @@ fn diff(
 
 fn send(sender: &broadcast::Sender<Arc<Change>>, changes: Vec<Change>) {
     for change in changes {
-        // No receiver is fine: the entry is dropped at its next event.
+        // No receiver is fine: the last watcher is leaving and takes the entry with it.
         let _ = sender.send(Arc::new(change));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn envelope(showtime: Uuid, sequence: i64) -> Envelope {
+        Envelope {
+            position: sequence,
+            tx_id: "1".into(),
+            aggregate_type: "Showtime".into(),
+            aggregate_id: showtime.to_string(),
+            sequence,
+            event_type: "SeatsHeld".into(),
+            event_version: "1".into(),
+            payload: serde_json::Value::Null,
+            metadata: serde_json::Value::Null,
+            recorded_at: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn a_watcher_that_leaves_during_setup_takes_the_showtime_out_of_the_hub() {
+        let hub = LiveSeats::default();
+        let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
+        let first = hub.enter(one);
+        let second = hub.enter(one);
+        let other = hub.enter(two);
+
+        drop(first);
+        assert_eq!(hub.entries(), 2, "one watcher of the showtime is left");
+        drop((second, other));
+
+        assert_eq!(hub.entries(), 0);
+    }
+
+    #[test]
+    fn events_for_a_showtime_whose_state_never_loads_queue_no_more_than_the_backlog() {
+        let hub = LiveSeats::default();
+        let showtime = Uuid::new_v4();
+        let _stuck = hub.enter(showtime);
+
+        for sequence in 1..=(4 * BACKLOG as i64) {
+            hub.receive(envelope(showtime, sequence));
+        }
+
+        assert_eq!(hub.queued(showtime), BACKLOG);
     }
 }

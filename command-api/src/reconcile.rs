@@ -237,7 +237,8 @@ async fn back_off(pool: &PgPool, due: &Due, error: &str) -> Result<(), sqlx::Err
 
 /// Whether the showtime still waits for the payment's outcome; `None` if it cannot tell.
 async fn still_open(writers: &Writers, showtime: ShowtimeId, payment: PaymentId) -> Option<bool> {
-    let shared = writers.state(showtime).await.ok()??;
+    // Read only: a showtime that no longer waits on anything needs no writer for this.
+    let shared = writers.read(showtime).await.ok()??;
     let committed = shared.read().expect("lock poisoned");
     let open = committed
         .showtime

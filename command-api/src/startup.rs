@@ -72,7 +72,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     Ok(AppState::new(Shared {
         writers: Writers::new(store.clone(), config.showtime_queue, config.writer_mode)
             .context("cannot start the showtime writers' thread")?
-            .shedding_after(config.showtime_max_wait),
+            .shedding_after(config.showtime_max_wait)
+            .capped_at(config.max_writers),
         store,
         keys: Arc::new(TokenKeys::new(&secret)),
         hashes,

@@ -10,7 +10,11 @@
 //! the batch again, and callers never see it.
 //!
 //! The queue is bounded: when it is full the caller is told at once ([`WriteError::Overloaded`])
-//! instead of waiting. A writer with nothing to do for [`IDLE_AFTER`] goes away.
+//! instead of waiting. A writer with nothing to do for [`IDLE_AFTER`] goes away, and so does
+//! the least recently used idle one when starting another would pass the cap on writers
+//! ([`crate::writer_registry`]). Readers start no writer for a showtime that no longer takes
+//! holds, nor for one that does not exist ([`Writers::read`]): any number of anonymous reads
+//! of old showtimes cost one load each, not a writer each.
 //!
 //! The writers (and their committer) run on a thread of their own, with a database pool of
 //! their own, not among the HTTP tasks. A writer is the one place all of a hot showtime's
@@ -26,12 +30,14 @@ use crate::booking_index;
 use crate::event_store::{to_new_events, EventStore, Metadata, NewEvent, StoreError};
 use crate::group_commit::{self, Batch, Committer};
 use crate::reservation_cache::{Owner, ReservationCache};
+use crate::writer_registry::{Registry, DEFAULT_MAX_WRITERS};
 use marquee_domain::showtime::{Showtime, ShowtimeCommand, ShowtimeError, ShowtimeEvent};
 use marquee_domain::{ReservationId, ShowtimeId};
-use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 use tokio::sync::{mpsc, oneshot, OnceCell};
+use tokio_util::sync::CancellationToken;
 
 /// A writer with an empty queue for this long stops and frees its memory.
 pub const IDLE_AFTER: Duration = Duration::from_secs(60);
@@ -86,6 +92,19 @@ pub type SharedState = Arc<RwLock<Committed>>;
 struct Handle {
     queue: mpsc::Sender<Message>,
     state: SharedState,
+    /// Set while the writer works on messages it took off its queue.
+    busy: Arc<AtomicBool>,
+    /// Tells the writer to stop (as when idle) to make room for another.
+    stop: CancellationToken,
+}
+
+impl Handle {
+    /// Nothing queued and nothing in flight. A message may still slip in right after this
+    /// says so: a stopped writer serves what reached its queue before it ends, so nothing is
+    /// lost, it only stops a little later.
+    fn is_idle(&self) -> bool {
+        !self.busy.load(Ordering::Acquire) && self.queue.capacity() == self.queue.max_capacity()
+    }
 }
 
 type Slot = Arc<OnceCell<Handle>>;
@@ -123,7 +142,9 @@ pub struct Writers {
 /// What the writer tasks share with [`Writers`].
 #[derive(Clone)]
 struct Parts {
-    slots: Arc<Mutex<HashMap<ShowtimeId, Slot>>>,
+    slots: Arc<Mutex<Registry<Slot>>>,
+    /// Writer tasks alive (stopped ones count until they have served their last message).
+    running: Arc<AtomicUsize>,
     /// The writers' store, on their own pool.
     store: EventStore,
     /// The owners of the holds this process's writers recorded or caught up with.
@@ -180,7 +201,8 @@ impl Writers {
         drop(inside);
         Ok(Self {
             parts: Parts {
-                slots: Default::default(),
+                slots: Arc::new(Mutex::new(Registry::new(DEFAULT_MAX_WRITERS))),
+                running: Default::default(),
                 store: EventStore::new(pool),
                 reservations: Default::default(),
                 committer,
@@ -206,6 +228,17 @@ impl Writers {
     pub fn shedding_after(mut self, max_wait: Option<Duration>) -> Self {
         self.max_wait = max_wait;
         self
+    }
+
+    /// Lets at most `max` writers stay (see [`crate::writer_registry`]).
+    pub fn capped_at(self, max: usize) -> Self {
+        *self.parts.slots.lock().expect("lock poisoned") = Registry::new(max);
+        self
+    }
+
+    /// How many writer tasks are alive in this process.
+    pub fn running(&self) -> usize {
+        self.parts.running.load(Ordering::Acquire)
     }
 
     /// Runs a command on a showtime and returns the events it recorded.
@@ -252,7 +285,7 @@ impl Writers {
         };
         // A writer that has just gone idle closes its queue; the second try starts a new one.
         for _ in 0..2 {
-            let Some(handle) = self.handle(id).await? else {
+            let Some(handle) = self.handle(id, None).await? else {
                 return Err(ShowtimeError::NotFound.into());
             };
             let (reply, answer) = oneshot::channel();
@@ -311,11 +344,46 @@ impl Writers {
 
     /// The committed state of a showtime, or `None` if it was never scheduled. It includes
     /// every event stored when the call began, also those another process appended: one
-    /// index lookup tells whether the writer must catch up first.
+    /// index lookup tells whether the writer must catch up first. Starts the showtime's
+    /// writer if needed: for callers about to send it a command.
     pub async fn state(&self, id: ShowtimeId) -> Result<Option<SharedState>, StoreError> {
-        let Some(handle) = self.handle(id).await? else {
+        let Some(handle) = self.handle(id, None).await? else {
             return Ok(None);
         };
+        self.caught_up(id, handle).await.map(Some)
+    }
+
+    /// Like [`Writers::state`], for readers: the running writer's state if there is one, else
+    /// the store's. A writer is started only for a showtime that still takes holds; a closed
+    /// one (cancelled or started) is answered from one load of the store, and a showtime that
+    /// does not exist from none at all, so that reading them costs no writer.
+    pub async fn read(&self, id: ShowtimeId) -> Result<Option<SharedState>, StoreError> {
+        let running = self
+            .parts
+            .slots
+            .lock()
+            .expect("lock poisoned")
+            .get(id)
+            .is_some();
+        if running {
+            return self.state(id).await;
+        }
+        let (showtime, version) = self.store.load::<Showtime>(&id.to_string()).await?;
+        if !showtime.exists() {
+            return Ok(None);
+        }
+        let loaded = Committed { showtime, version };
+        if !takes_holds(&loaded.showtime, crate::event_store::now()) {
+            return Ok(Some(Arc::new(RwLock::new(loaded))));
+        }
+        let Some(handle) = self.handle(id, Some(loaded)).await? else {
+            return Ok(None);
+        };
+        self.caught_up(id, handle).await.map(Some)
+    }
+
+    /// The writer's state once it has caught up with what the store held at the call.
+    async fn caught_up(&self, id: ShowtimeId, handle: Handle) -> Result<SharedState, StoreError> {
         let stored = self
             .store
             .last_sequence(<Showtime as cqrs_es::Aggregate>::TYPE, &id.to_string())
@@ -331,21 +399,20 @@ impl Writers {
                 }
             }
         }
-        Ok(Some(handle.state))
+        Ok(handle.state)
     }
 
-    /// The writer of a showtime, started (and its state loaded) if needed.
-    async fn handle(&self, id: ShowtimeId) -> Result<Option<Handle>, StoreError> {
+    /// The writer of a showtime, started if needed: from `loaded` if given (a state the caller
+    /// has just read; a writer behind the store catches up before it reads or appends), else
+    /// loaded from the store.
+    async fn handle(
+        &self,
+        id: ShowtimeId,
+        mut loaded: Option<Committed>,
+    ) -> Result<Option<Handle>, StoreError> {
         loop {
-            let slot = self
-                .parts
-                .slots
-                .lock()
-                .expect("lock poisoned")
-                .entry(id)
-                .or_default()
-                .clone();
-            match slot.get_or_try_init(|| self.start(id)).await {
+            let slot = self.slot(id);
+            match slot.get_or_try_init(|| self.start(id, loaded.take())).await {
                 // A writer that stopped unexpectedly leaves a closed queue behind: replace it
                 // rather than fail this showtime until a restart.
                 Ok(handle) if handle.queue.is_closed() => self.forget(id, &slot),
@@ -362,37 +429,82 @@ impl Writers {
         }
     }
 
-    fn forget(&self, id: ShowtimeId, slot: &Slot) {
-        let mut slots = self.parts.slots.lock().expect("lock poisoned");
-        if slots.get(&id).is_some_and(|s| Arc::ptr_eq(s, slot)) {
-            slots.remove(&id);
+    /// The slot of a showtime's writer, marked as used; a new one may make room by stopping
+    /// the least recently used idle writers.
+    fn slot(&self, id: ShowtimeId) -> Slot {
+        let (slot, stopped) = self.parts.slots.lock().expect("lock poisoned").use_or_add(
+            id,
+            Slot::default,
+            // A slot still starting is not idle: its caller waits for it.
+            |slot| slot.get().is_some_and(Handle::is_idle),
+        );
+        for handle in stopped.iter().filter_map(|s| s.get()) {
+            handle.stop.cancel();
         }
+        slot
     }
 
-    async fn start(&self, id: ShowtimeId) -> Result<Handle, StartError> {
-        let (state, version) = self.store.load::<Showtime>(&id.to_string()).await?;
-        if !state.exists() {
+    fn forget(&self, id: ShowtimeId, slot: &Slot) {
+        let mut slots = self.parts.slots.lock().expect("lock poisoned");
+        slots.remove_if(id, |s| Arc::ptr_eq(s, slot));
+    }
+
+    async fn start(&self, id: ShowtimeId, loaded: Option<Committed>) -> Result<Handle, StartError> {
+        let loaded = match loaded {
+            Some(loaded) => loaded,
+            None => {
+                let (showtime, version) = self.store.load::<Showtime>(&id.to_string()).await?;
+                Committed { showtime, version }
+            }
+        };
+        if !loaded.showtime.exists() {
             // Not cached: a showtime scheduled a moment later must not meet a stale writer.
             return Err(StartError::Missing);
         }
         let (queue, jobs) = mpsc::channel(self.queue_capacity);
-        let shared = Arc::new(RwLock::new(Committed {
-            showtime: state.clone(),
-            version,
-        }));
+        let handle = Handle {
+            queue,
+            busy: Default::default(),
+            stop: CancellationToken::new(),
+            state: Arc::new(RwLock::new(loaded.clone())),
+        };
         let task = Writer {
             id,
-            working: state,
+            working: loaded.showtime,
             ahead: false,
-            committed: shared.clone(),
-            version,
+            committed: handle.state.clone(),
+            version: loaded.version,
             parts: self.parts.clone(),
         };
-        self.thread.handle().spawn(task.run(jobs));
-        Ok(Handle {
-            queue,
-            state: shared,
-        })
+        let alive = Alive::new(self.parts.running.clone());
+        let life = (handle.busy.clone(), handle.stop.clone());
+        self.thread.handle().spawn(task.run(jobs, life, alive));
+        Ok(handle)
+    }
+}
+
+/// Whether a showtime still takes holds at `now`: the domain's rule for holds (scheduled, not
+/// cancelled, not started at the latest time it decided at), which the domain keeps private.
+fn takes_holds(showtime: &Showtime, now: chrono::DateTime<chrono::Utc>) -> bool {
+    let now = showtime.effective_now(now);
+    showtime.cancelled_at.is_none() && showtime.details.as_ref().is_some_and(|d| now < d.starts_at)
+}
+
+/// Counts a writer task as running while it lives.
+struct Alive(Arc<AtomicUsize>);
+
+impl Alive {
+    fn new(running: Arc<AtomicUsize>) -> Self {
+        let n = running.fetch_add(1, Ordering::AcqRel) + 1;
+        metrics::gauge!("marquee_writers_running").set(n as f64);
+        Self(running)
+    }
+}
+
+impl Drop for Alive {
+    fn drop(&mut self) {
+        let n = self.0.fetch_sub(1, Ordering::AcqRel) - 1;
+        metrics::gauge!("marquee_writers_running").set(n as f64);
     }
 }
 
@@ -421,13 +533,24 @@ struct Writer {
 }
 
 impl Writer {
-    async fn run(mut self, mut queue: mpsc::Receiver<Message>) {
+    /// Serves the queue until idle for [`IDLE_AFTER`] or told to `stop`; `busy` is set while
+    /// it works on messages taken off the queue. `_alive` counts it as running until it ends.
+    async fn run(
+        mut self,
+        mut queue: mpsc::Receiver<Message>,
+        (busy, stop): (Arc<AtomicBool>, CancellationToken),
+        _alive: Alive,
+    ) {
         loop {
-            let first = match tokio::time::timeout(IDLE_AFTER, queue.recv()).await {
-                Ok(Some(message)) => message,
-                Ok(None) => return,
-                Err(_idle) => break,
+            let first = tokio::select! {
+                message = queue.recv() => match message {
+                    Some(message) => message,
+                    None => return,
+                },
+                _ = tokio::time::sleep(IDLE_AFTER) => break,
+                _ = stop.cancelled() => break,
             };
+            busy.store(true, Ordering::Release);
             let mut batch = Vec::new();
             let mut waiting = Vec::new();
             let mut next = Some(first);
@@ -451,14 +574,20 @@ impl Writer {
                 }
             }
             self.serve(batch, waiting).await;
+            busy.store(false, Ordering::Release);
         }
         // Going idle: leave the map first so new callers start a fresh writer, then close the
-        // queue and finish what was already sent.
+        // queue and finish what was already sent. A stopped writer has been taken out already,
+        // and a newer writer of the same showtime may be in its place: leave that one.
+        let mine = |slot: &Slot| {
+            slot.get()
+                .is_some_and(|h| Arc::ptr_eq(&h.state, &self.committed))
+        };
         self.parts
             .slots
             .lock()
             .expect("lock poisoned")
-            .remove(&self.id);
+            .remove_if(self.id, mine);
         queue.close();
         while let Some(message) = queue.recv().await {
             match message {

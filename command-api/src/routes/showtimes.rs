@@ -266,9 +266,9 @@ async fn create(
     ))
 }
 
-/// The committed state of a showtime, or 404.
 /// Reads from the committed state of a showtime without copying it (a hot showtime's state
-/// holds every hold and ticket), or 404.
+/// holds every hold and ticket), or 404. A closed or unknown showtime is read from the store
+/// without starting its writer (see [`crate::writer::Writers::read`]).
 pub async fn read_state<T>(
     state: &AppState,
     id: Uuid,
@@ -276,7 +276,7 @@ pub async fn read_state<T>(
 ) -> Result<T, ApiError> {
     let shared = state
         .writers
-        .state(ShowtimeId(id))
+        .read(ShowtimeId(id))
         .await?
         .ok_or(ApiError::NotFound)?;
     let committed = shared.read().expect("lock poisoned");

@@ -9,7 +9,7 @@
 
 use super::showtimes::{map_of_state, SeatMap};
 use crate::error::{ApiError, AppPath};
-use crate::live::{Change, LiveSeats};
+use crate::live::{Change, LiveSeats, Subscription};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::header;
@@ -19,9 +19,8 @@ use futures::Stream;
 use serde::Serialize;
 use std::collections::VecDeque;
 use std::convert::Infallible;
-use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::broadcast::{self, error::RecvError};
+use tokio::sync::broadcast::error::RecvError;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -91,7 +90,7 @@ async fn seat_stream(
     ))
 }
 
-type Changes = broadcast::Receiver<Arc<Change>>;
+type Changes = Subscription;
 
 /// The snapshot event and the changes after it, or 404.
 async fn watch(state: &AppState, id: Uuid) -> Result<(Event, Changes), ApiError> {

@@ -42,6 +42,7 @@ pub fn test_config(database: &str) -> Config {
         body_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(60),
         showtime_queue: 4096,
+        max_writers: marquee_api::writer_registry::DEFAULT_MAX_WRITERS,
         showtime_max_wait: None,
         max_in_flight: None,
         // Tests share two cores: a busy moment must not shed their requests.
@@ -68,6 +69,8 @@ pub struct TestApp {
     pub client: Client,
     pub pool: sqlx::PgPool,
     pub config: Config,
+    /// The engine's own state, for what only it can tell (how many writers run, say).
+    pub state: marquee_api::state::AppState,
     shutdown: CancellationToken,
 }
 
@@ -97,12 +100,18 @@ pub async fn spawn_roles(config: Config, roles: Roles) -> TestApp {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());
     let shutdown = CancellationToken::new();
-    tokio::spawn(startup::run(Some(listener), state, roles, shutdown.clone()));
+    tokio::spawn(startup::run(
+        Some(listener),
+        state.clone(),
+        roles,
+        shutdown.clone(),
+    ));
     TestApp {
         base,
         client: Client::new(),
         pool,
         config,
+        state,
         shutdown,
     }
 }

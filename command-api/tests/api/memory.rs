@@ -1,0 +1,176 @@
+//! What a process keeps in memory stays bounded: showtime writers (one per showtime, with its
+//! whole state) and entries of the live seat-map hub.
+
+use crate::helpers::{fresh_database, spawn_app, spawn_roles, spawn_with, test_config, TestApp};
+use marquee_api::startup::Roles;
+use reqwest::StatusCode;
+use serde_json::Value;
+use std::time::Duration;
+use uuid::Uuid;
+
+/// Polls `done` every 20 ms for up to 10 seconds; whether it came true.
+async fn eventually(done: impl Fn() -> bool) -> bool {
+    for _ in 0..500 {
+        if done() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    done()
+}
+
+/// Opens a seat-map stream and returns its `snapshot` event's data, keeping the response
+/// open (dropping it hangs up).
+async fn snapshot(app: &TestApp, showtime: &str) -> (reqwest::Response, Value) {
+    let mut response = app
+        .client
+        .get(app.url(&format!("/v1/showtimes/{showtime}/seats/stream")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let mut buffer = String::new();
+    while !buffer.contains("\n\n") {
+        let chunk = tokio::time::timeout(Duration::from_secs(5), response.chunk())
+            .await
+            .expect("a snapshot in time")
+            .unwrap()
+            .expect("the stream stays open");
+        buffer.push_str(std::str::from_utf8(&chunk).unwrap());
+    }
+    let data = buffer
+        .lines()
+        .find_map(|l| l.strip_prefix("data: "))
+        .expect("the snapshot has data");
+    (response, serde_json::from_str(data).unwrap())
+}
+
+/// A process serving the API only, on the same database as `app` (no writer started yet).
+async fn second_process(app: &TestApp) -> TestApp {
+    let api_only = Roles {
+        api: true,
+        relay: false,
+        projector: false,
+    };
+    spawn_roles(app.config.clone(), api_only).await
+}
+
+#[tokio::test]
+async fn reading_and_streaming_cancelled_or_unknown_showtimes_starts_no_writer() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    let reservation = app.hold_id(&ann, &showtime, &["A1"]).await;
+    let admin = app.admin().await;
+    let cancelled = app
+        .delete(&format!("/v1/showtimes/{showtime}"), Some(&admin))
+        .await;
+    assert_eq!(cancelled.status(), StatusCode::NO_CONTENT);
+    let (_open, from_writer) = snapshot(&app, &showtime).await;
+    let other = second_process(&app).await;
+
+    let (_open, from_store) = snapshot(&other, &showtime).await;
+    let hold = other
+        .get(&format!("/v1/reservations/{reservation}"), Some(&ann))
+        .await;
+    assert_eq!(hold.status(), StatusCode::OK);
+    assert_eq!(hold.json::<Value>().await.unwrap()["status"], "released");
+    for _ in 0..5 {
+        let unknown = Uuid::new_v4();
+        let streamed = other
+            .get(&format!("/v1/showtimes/{unknown}/seats/stream"), None)
+            .await;
+        assert_eq!(streamed.status(), StatusCode::NOT_FOUND);
+        let read = other.get(&format!("/v1/showtimes/{unknown}"), None).await;
+        assert_eq!(read.status(), StatusCode::NOT_FOUND);
+    }
+
+    assert_eq!(other.state.writers.running(), 0);
+    assert_eq!(from_store, from_writer, "the same answer as from a writer");
+    assert_eq!(from_store["available"], 24);
+}
+
+#[tokio::test]
+async fn past_the_writer_cap_the_least_recently_used_idle_writer_stops_and_restarts_from_the_store()
+{
+    let mut config = test_config(&fresh_database());
+    config.max_writers = 2;
+    let app = spawn_with(config).await;
+    let ann = app.customer().await;
+    let mut showtimes = vec![];
+    let mut holds = vec![];
+    for _ in 0..3 {
+        let showtime = app.showtime().await;
+        holds.push(app.hold_id(&ann, &showtime, &["A1"]).await);
+        showtimes.push(showtime);
+    }
+
+    let writers = &app.state.writers;
+    assert!(
+        eventually(|| writers.running() <= 2).await,
+        "{} writers run with a cap of 2",
+        writers.running()
+    );
+
+    // The first showtime's writer was the one stopped: its state comes back from the store.
+    let bob = app.customer().await;
+    let taken = app.hold(&bob, &showtimes[0], &["A1"]).await;
+    assert_eq!(taken.status(), StatusCode::CONFLICT);
+    app.held(&bob, &showtimes[0], &["A2"]).await;
+    let first = app
+        .get(&format!("/v1/reservations/{}", holds[0]), Some(&ann))
+        .await;
+    assert_eq!(first.json::<Value>().await.unwrap()["status"], "held");
+    let (_open, map) = snapshot(&app, &showtimes[0]).await;
+    assert_eq!(map["held"], 2);
+    assert!(eventually(|| writers.running() <= 2).await);
+}
+
+#[tokio::test]
+async fn a_stream_that_closes_leaves_no_entry_in_the_live_hub() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let live = &app.state.live;
+
+    let (open, _) = snapshot(&app, &showtime).await;
+    assert_eq!(live.entries(), 1);
+    drop(open);
+
+    assert!(
+        eventually(|| live.entries() == 0).await,
+        "{} entries left after the only watcher hung up",
+        live.entries()
+    );
+}
+
+#[tokio::test]
+async fn a_watcher_that_never_reads_queues_no_more_than_the_backlog_and_is_told_it_lagged() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let id: Uuid = showtime.parse().unwrap();
+    let live = &app.state.live;
+    let (_, mut slow) = live
+        .watch(&app.state.writers, id, |_, sequence| sequence)
+        .await
+        .unwrap()
+        .expect("the showtime exists");
+    let ann = app.customer().await;
+
+    // Each hold after the first releases the one before: two seat changes a hold.
+    let changes = marquee_api::live::BACKLOG + 40;
+    for i in 0..changes / 2 {
+        app.held(&ann, &showtime, &[["A1", "A2"][i % 2]]).await;
+    }
+
+    assert!(
+        eventually(|| live.queued(id) == marquee_api::live::BACKLOG).await,
+        "{} queued",
+        live.queued(id)
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await; // the last events arrive
+    assert!(live.queued(id) <= marquee_api::live::BACKLOG);
+    assert!(matches!(
+        slow.recv().await,
+        Err(tokio::sync::broadcast::error::RecvError::Lagged(_))
+    ));
+}
