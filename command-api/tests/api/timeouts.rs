@@ -100,12 +100,9 @@ async fn an_answer_that_is_not_ready_in_time_is_503_and_frees_the_slot() {
         .await
         .unwrap();
     let started = Instant::now();
-    let r = tokio::time::timeout(
-        Duration::from_secs(10),
-        app.hold(&ann, &showtime, &["A1"]),
-    )
-    .await
-    .expect("an answer within the limit, not a hang");
+    let r = tokio::time::timeout(Duration::from_secs(10), app.hold(&ann, &showtime, &["A1"]))
+        .await
+        .expect("an answer within the limit, not a hang");
     let waited = started.elapsed();
     let body = problem(r, 503, "overloaded").await;
     assert!(waited < Duration::from_secs(4), "{waited:?}");
