@@ -11,6 +11,7 @@ mod helpers;
 mod history;
 mod idempotency;
 mod live;
+mod ops;
 mod payments;
 mod read_side;
 mod security;
