@@ -11,6 +11,7 @@ mod helpers;
 mod history;
 mod idempotency;
 mod live;
+mod my_tickets;
 mod ops;
 mod payments;
 mod read_side;
