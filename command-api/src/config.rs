@@ -27,6 +27,9 @@ pub struct Config {
     pub nats_url: String,
     /// `MARQUEE_HTTP_ADDR`.
     pub http_addr: SocketAddr,
+    /// `MARQUEE_METRICS_ADDR`: when set, `/metrics` is served there only (by the API role) and
+    /// not at `http_addr`, so it can be kept off the public network. Unset by default.
+    pub metrics_addr: Option<SocketAddr>,
     /// `MARQUEE_NAMESPACE`: prefixes JetStream names so deployments sharing a NATS stay apart.
     pub namespace: String,
     /// `MARQUEE_HOLD_SECONDS`: how long a hold keeps its seats.
@@ -153,6 +156,12 @@ impl Config {
             http_addr: http_addr
                 .parse()
                 .with_context(|| format!("MARQUEE_HTTP_ADDR is not an address: {http_addr:?}"))?,
+            metrics_addr: var("MARQUEE_METRICS_ADDR")
+                .map(|a| {
+                    a.parse()
+                        .with_context(|| format!("MARQUEE_METRICS_ADDR is not an address: {a:?}"))
+                })
+                .transpose()?,
             namespace: var("MARQUEE_NAMESPACE").unwrap_or_else(|| "marquee".into()),
             hold_for: Duration::from_secs(hold),
             hold_cooldown: Duration::from_secs(number(&var, "MARQUEE_HOLD_COOLDOWN_SECONDS", 300)?),
@@ -232,6 +241,14 @@ mod tests {
         assert!(c.admin.is_none() && c.jwt_secret.is_none());
         assert_eq!(c.rate_limits, Some(crate::ratelimit::RateLimits::default()));
         assert_eq!(c.proxy_hops, 0);
+        assert_eq!(c.metrics_addr, None);
+    }
+
+    #[test]
+    fn metrics_can_move_to_an_address_of_their_own() {
+        let c = config(&[("MARQUEE_METRICS_ADDR", "127.0.0.1:9100")]).unwrap();
+        assert_eq!(c.metrics_addr, Some("127.0.0.1:9100".parse().unwrap()));
+        assert!(config(&[("MARQUEE_METRICS_ADDR", "private")]).is_err());
     }
 
     #[test]

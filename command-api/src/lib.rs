@@ -21,6 +21,7 @@
 //! - [`timer`]: records hold expiries.
 //! - [`live`]: live seat maps fed from the event stream, for the seat-map streams.
 //! - [`metrics`]: the Prometheus recorder, `/metrics` and the per-request series.
+//! - [`readiness`]: the dependency checks behind `/readyz`, at most one a second.
 //! - [`headers`]: request ids and the security headers of every answer.
 //! - [`deadlines`]: how long a request's body and its answer may take.
 //! - [`server`]: the HTTP/1 server loop, with a limit on reading request headers.
@@ -48,6 +49,7 @@ pub mod operator;
 pub mod passwords;
 pub mod payment;
 pub mod ratelimit;
+pub mod readiness;
 pub mod reconcile;
 pub mod reservation_cache;
 pub mod routes;

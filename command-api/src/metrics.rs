@@ -11,6 +11,7 @@
 //! - `marquee_projection_lag_seconds{projection}` (commit to read-model update),
 //!   `marquee_projection_applied_total{projection}`
 //! - `marquee_password_hashes_in_progress` (see `crate::passwords`)
+//! - `marquee_readiness_checks_total` (see `crate::readiness`)
 
 use axum::extract::{MatchedPath, Request};
 use axum::http::header;
@@ -44,7 +45,8 @@ pub fn recorder() -> PrometheusHandle {
         .clone()
 }
 
-/// `GET /metrics`: Prometheus text format.
+/// `GET /metrics`: Prometheus text format. Served on the API's address, or only on
+/// `MARQUEE_METRICS_ADDR` when that is set (see `crate::startup::metrics_router`).
 pub async fn render() -> Response {
     let body = recorder().render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()

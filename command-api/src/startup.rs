@@ -86,6 +86,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         nats: Arc::new(tokio::sync::OnceCell::new()),
         namespace,
         live: Default::default(),
+        readiness: Default::default(),
         pool,
     }))
 }
@@ -97,15 +98,30 @@ pub fn router(state: AppState) -> Router {
 
 /// Every route of the HTTP surface, without the middleware.
 pub fn routes() -> Router<AppState> {
+    api_routes().route("/metrics", get(metrics::render))
+}
+
+/// Every route but `/metrics`: what the API address serves when metrics have an address of
+/// their own (`MARQUEE_METRICS_ADDR`). There `/metrics` is unknown (`404`).
+pub fn api_routes() -> Router<AppState> {
     let (api, openapi) = routes::api().split_for_parts();
     let docs = routes::with_docs_csp(Router::from(
         SwaggerUi::new("/docs").url("/openapi.json", openapi),
     ));
     api.merge(docs)
         .merge(routes::web::router())
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+}
+
+/// `/metrics` alone, for the metrics address. No admission, rate limits or tokens: whoever
+/// can reach that address may read it.
+pub fn metrics_router() -> Router {
+    Router::new()
         .route("/metrics", get(metrics::render))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
+        .layer(ExchangeHeadersLayer)
 }
 
 /// `app` behind the engine's middleware: request ids and security headers, tracing, admission,
@@ -173,6 +189,14 @@ pub fn with_middleware(app: Router<AppState>, state: AppState) -> Router {
     Router::new().fallback_service(outer)
 }
 
+/// The sockets the API role serves on.
+pub struct Listeners {
+    /// The API, with `/metrics` unless `metrics` is given.
+    pub api: TcpListener,
+    /// `/metrics` alone (`MARQUEE_METRICS_ADDR`).
+    pub metrics: Option<TcpListener>,
+}
+
 /// Runs every part of the engine: [`run`] with [`Roles::ALL`].
 pub async fn serve(
     listener: TcpListener,
@@ -182,9 +206,30 @@ pub async fn serve(
     run(Some(listener), state, Roles::ALL, shutdown).await
 }
 
-/// Runs the given roles until `shutdown` fires. The API needs a listener.
+/// Runs the given roles until `shutdown` fires. The API needs a listener; when the
+/// configuration gives metrics an address of their own, the API role listens there too.
 pub async fn run(
     listener: Option<TcpListener>,
+    state: AppState,
+    roles: Roles,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let metrics = match state.config.metrics_addr {
+        Some(addr) if roles.api && listener.is_some() => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} (MARQUEE_METRICS_ADDR)"))?,
+        ),
+        _ => None,
+    };
+    let listeners = listener.map(|api| Listeners { api, metrics });
+    run_on(listeners, state, roles, shutdown).await
+}
+
+/// [`run`] on listeners bound by the caller: `/metrics` is on the API's listener unless
+/// `listeners.metrics` is given, whatever the configuration says.
+pub async fn run_on(
+    listeners: Option<Listeners>,
     state: AppState,
     roles: Roles,
     shutdown: CancellationToken,
@@ -207,17 +252,8 @@ pub async fn run(
             shutdown.clone(),
         ));
     }
-    let served = match (roles.api, listener) {
-        (true, Some(listener)) => {
-            let live = state.live.clone();
-            let header_timeout = state.config.header_timeout;
-            let app = router(state);
-            tracing::info!(addr = %listener.local_addr()?, "marquee API is serving");
-            // Seat-map streams never end by themselves; end them so shutdown can.
-            let end_streams = move || live.close();
-            server::serve(listener, app, header_timeout, shutdown.clone(), end_streams).await;
-            Ok(())
-        }
+    let served = match (roles.api, listeners) {
+        (true, Some(listeners)) => serve_api(listeners, state, shutdown.clone()).await,
         (true, None) => Err(anyhow::anyhow!("the API role needs a listener")),
         (false, _) => {
             shutdown.cancelled().await;
@@ -227,6 +263,41 @@ pub async fn run(
     shutdown.cancel();
     while background.join_next().await.is_some() {}
     served
+}
+
+/// Serves the API, and `/metrics` on a listener of its own if there is one, until `shutdown`.
+async fn serve_api(
+    listeners: Listeners,
+    state: AppState,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
+    let live = state.live.clone();
+    let header_timeout = state.config.header_timeout;
+    let app = match listeners.metrics {
+        None => router(state),
+        Some(_) => with_middleware(api_routes(), state),
+    };
+    tracing::info!(addr = %listeners.api.local_addr()?, "marquee API is serving");
+    // Seat-map streams never end by themselves; end them so shutdown can.
+    let end_streams = move || live.close();
+    let api = server::serve(
+        listeners.api,
+        app,
+        header_timeout,
+        shutdown.clone(),
+        end_streams,
+    );
+    let metrics = async {
+        let Some(listener) = listeners.metrics else {
+            return Ok(());
+        };
+        tracing::info!(addr = %listener.local_addr()?, "marquee metrics are serving");
+        let app = metrics_router();
+        server::serve(listener, app, header_timeout, shutdown.clone(), || {}).await;
+        anyhow::Ok(())
+    };
+    let ((), metrics) = tokio::join!(api, metrics);
+    metrics
 }
 
 /// Connects to NATS (retrying until it answers), then runs the relay and projectors the roles

@@ -43,4 +43,6 @@ pub struct Shared {
     pub namespace: marquee_nats::Namespace,
     /// Live seat maps for the seat-map streams.
     pub live: crate::live::LiveSeats,
+    /// The last readiness answer, shared by every `/readyz` caller.
+    pub readiness: crate::readiness::Cached,
 }

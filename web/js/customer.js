@@ -380,26 +380,51 @@ function showCheckout(panel, hold, { onPaid, onGone }) {
 export async function tickets(main, params) {
   if (!session.user) return go(`/login?next=${encodeURIComponent("/tickets")}`);
   // Just after paying, the ticket list (a read model a moment behind the payment) may not
-  // show the new tickets yet: ask again for up to three seconds.
+  // show the new tickets yet: ask again for up to three seconds. New tickets are upcoming, so
+  // they are on the first page unless fifty earlier ones come before them.
   const expected = (params.get("expect") || "").split(",").filter(Boolean);
-  let list = [];
+  let page = { tickets: [] };
   for (let i = 0; i < 30; i++) {
-    list = (await api.get("/v1/users/me/tickets")).tickets;
-    if (expected.every((id) => list.some((t) => t.id === id))) break;
+    page = await api.get("/v1/users/me/tickets");
+    if (expected.every((id) => page.tickets.some((t) => t.id === id))) break;
     await new Promise((r) => setTimeout(r, 100));
   }
   main.append(h("h1", {}, "My tickets"));
-  if (!list.length) return main.append(h("p", {}, "No tickets yet. ", h("a", { href: "#/" }, "Find a movie")));
-  main.append(h("ul", { class: "tickets" }, list.map((t) =>
-    h("li", { class: `ticket status-${t.status}` },
-      h("div", {},
-        h("h2", {}, t.movie_title),
-        h("p", {}, `${t.theater_name}, ${t.screen_name}`),
-        h("p", {}, when(t.starts_at)),
-        h("p", {}, `Seat ${t.seat} · ${api.money(t.price)}`),
-        h("p", { class: "code" }, "Code ", h("strong", {}, t.code)),
-        t.status === "refunded" ? h("p", { class: "warning" }, "Refunded: the showtime was cancelled.") : ""),
-      qrSvg(t.code, `QR code of ticket ${t.code}, seat ${t.seat}`)))));
+  if (!page.tickets.length) return main.append(h("p", {}, "No tickets yet. ", h("a", { href: "#/" }, "Find a movie")));
+  const list = h("ul", { class: "tickets" }, page.tickets.map(ticketItem));
+  main.append(list);
+  if (page.next_after) main.append(moreTickets(list, page.next_after));
+}
+
+/** A button that adds the next page of tickets to `list`, from where the last one ended. */
+function moreTickets(list, firstAfter) {
+  let after = firstAfter;
+  const more = h("button", { type: "button", class: "secondary", onclick: async () => {
+    more.disabled = true;
+    try {
+      const next = await api.get(`/v1/users/me/tickets?after=${encodeURIComponent(after)}`);
+      list.append(...next.tickets.map(ticketItem));
+      after = next.next_after;
+      if (after) more.disabled = false;
+      else more.remove();
+    } catch (err) {
+      fail(err);
+      more.disabled = false;
+    }
+  } }, "More tickets");
+  return more;
+}
+
+function ticketItem(t) {
+  return h("li", { class: `ticket status-${t.status}` },
+    h("div", {},
+      h("h2", {}, t.movie_title),
+      h("p", {}, `${t.theater_name}, ${t.screen_name}`),
+      h("p", {}, when(t.starts_at)),
+      h("p", {}, `Seat ${t.seat} · ${api.money(t.price)}`),
+      h("p", { class: "code" }, "Code ", h("strong", {}, t.code)),
+      t.status === "refunded" ? h("p", { class: "warning" }, "Refunded: the showtime was cancelled.") : ""),
+    qrSvg(t.code, `QR code of ticket ${t.code}, seat ${t.seat}`));
 }
 
 // ---- Accounts -------------------------------------------------------------------------

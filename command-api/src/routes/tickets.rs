@@ -82,10 +82,13 @@ pub struct Purchased {
     pub tickets: Vec<Ticket>,
 }
 
-/// A customer's tickets.
+/// A page of a customer's tickets.
 #[derive(Serialize, ToSchema)]
 pub struct TicketList {
     pub tickets: Vec<Ticket>,
+    /// Present when there are more tickets: pass it as `after` for the next page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_after: Option<String>,
 }
 
 fn parse_card(p: &PaymentDto) -> Result<Card, ApiError> {
@@ -362,36 +365,75 @@ async fn get_one(
     Ok(axum::Json(ticket_dto(&ticket, showtime, &details, &names)))
 }
 
+/// Tickets in one page by default.
+pub const DEFAULT_TICKET_PAGE: i64 = 50;
+/// Most tickets in one page.
+pub const MAX_TICKET_PAGE: i64 = 200;
+
 /// Which of one's tickets to list.
 #[derive(Deserialize, IntoParams)]
 pub struct TicketFilter {
     /// `upcoming`, `past` or `all` (the default).
     pub status: Option<String>,
+    /// Tickets per page; default 50, at most 200.
+    #[param(minimum = 1, maximum = 200)]
+    pub limit: Option<i64>,
+    /// Where to go on from: the previous page's `next_after`, as it was (keep the same
+    /// `status`). What is upcoming and what is past stays as it was on the first page.
+    pub after: Option<String>,
 }
 
-/// The caller's tickets, upcoming first (soonest first), then past ones (latest first).
+/// The caller's tickets, upcoming first (soonest first), then past ones (latest first), a page
+/// at a time: follow `next_after` until it is absent.
 #[utoipa::path(get, path = "/v1/users/me/tickets", tag = "users", security(("bearer" = [])),
     params(TicketFilter),
     responses((status = 200, body = TicketList), (status = 401, body = crate::error::Problem, content_type = "application/problem+json"),
-        (status = 422, body = crate::error::Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "validation-failed: a bad status, limit or after", body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn my_tickets(
     State(state): State<AppState>,
     user: AuthUser,
     AppQuery(filter): AppQuery<TicketFilter>,
 ) -> Result<axum::Json<TicketList>, ApiError> {
-    let which = filter.status.as_deref().unwrap_or("all");
-    if !["upcoming", "past", "all"].contains(&which) {
-        return Err(ApiError::field("status", "use upcoming, past or all"));
-    }
-    let upcoming = match which {
-        "upcoming" => Some(true),
-        "past" => Some(false),
-        _ => None,
-    };
-    let rows = read::of_customer(&state.pool, user.id.0, upcoming, now()).await?;
+    let (upcoming, limit, after) = ticket_page(&filter)?;
+    let (rows, next) = read::of_customer(
+        &state.pool,
+        user.id.0,
+        upcoming,
+        now(),
+        after.as_ref(),
+        limit,
+    )
+    .await?;
     Ok(axum::Json(TicketList {
         tickets: rows.into_iter().map(Ticket::from).collect(),
+        next_after: next.map(|c| c.encode()),
     }))
+}
+
+/// The part of the listing asked for (`None`: both), the page size and where to go on from.
+fn ticket_page(
+    filter: &TicketFilter,
+) -> Result<(Option<bool>, i64, Option<read::Cursor>), ApiError> {
+    let mut errors = super::dto::Errors::default();
+    let upcoming = match filter.status.as_deref().unwrap_or("all") {
+        "upcoming" => Some(true),
+        "past" => Some(false),
+        "all" => None,
+        _ => {
+            errors.add("status", "use upcoming, past or all");
+            None
+        }
+    };
+    let limit = filter.limit.unwrap_or(DEFAULT_TICKET_PAGE);
+    if !(1..=MAX_TICKET_PAGE).contains(&limit) {
+        errors.add("limit", format!("must be 1 to {MAX_TICKET_PAGE}"));
+    }
+    let after = filter.after.as_deref().map(read::Cursor::decode);
+    if after == Some(None) {
+        errors.add("after", "use the next_after of a previous page, as it was");
+    }
+    errors.finish()?;
+    Ok((upcoming, limit, after.flatten()))
 }
 
 impl From<read::TicketRow> for Ticket {

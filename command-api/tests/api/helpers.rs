@@ -27,6 +27,7 @@ pub fn test_config(database: &str) -> Config {
         database_url: format!("{}/{database}", server_url()),
         nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
         http_addr: "127.0.0.1:0".parse().unwrap(),
+        metrics_addr: None,
         // Short (a namespace is at most 32 characters) and marked, so old test streams can be
         // told apart and removed.
         namespace: format!("{TEST_PREFIX}{}", &database[database.len() - 12..]),
@@ -114,6 +115,40 @@ pub async fn spawn_roles(config: Config, roles: Roles) -> TestApp {
         state,
         shutdown,
     }
+}
+
+/// Starts the engine with `/metrics` on a listener of its own, as `MARQUEE_METRICS_ADDR` has
+/// it; returns the app and the base URL of the metrics listener.
+pub async fn spawn_with_metrics_listener() -> (TestApp, String) {
+    let config = test_config(&fresh_database());
+    remove_old_test_streams(&config.nats_url).await;
+    let state = startup::build_state(config.clone())
+        .await
+        .expect("engine builds");
+    let pool = state.pool.clone();
+    let api = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let metrics = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let base = format!("http://{}", api.local_addr().unwrap());
+    let metrics_base = format!("http://{}", metrics.local_addr().unwrap());
+    let shutdown = CancellationToken::new();
+    let listeners = startup::Listeners {
+        api,
+        metrics: Some(metrics),
+    };
+    tokio::spawn(startup::run_on(
+        Some(listeners),
+        state,
+        Roles::ALL,
+        shutdown.clone(),
+    ));
+    let app = TestApp {
+        base,
+        client: Client::new(),
+        pool,
+        config,
+        shutdown,
+    };
+    (app, metrics_base)
 }
 
 /// Runs roles without the API (relay, projector) as a task that can be aborted like a crash.

@@ -12,6 +12,8 @@ mod history;
 mod idempotency;
 mod live;
 mod memory;
+mod my_tickets;
+mod ops;
 mod payments;
 mod read_side;
 mod security;
