@@ -137,7 +137,7 @@ pub async fn spawn_with_metrics_listener() -> (TestApp, String) {
     };
     tokio::spawn(startup::run_on(
         Some(listeners),
-        state,
+        state.clone(),
         Roles::ALL,
         shutdown.clone(),
     ));
@@ -146,6 +146,7 @@ pub async fn spawn_with_metrics_listener() -> (TestApp, String) {
         client: Client::new(),
         pool,
         config,
+        state,
         shutdown,
     };
     (app, metrics_base)
