@@ -98,6 +98,60 @@ fn number(var: &impl Fn(&str) -> Option<String>, name: &str, default: u64) -> an
     }
 }
 
+/// Where the API listens unless `MARQUEE_HTTP_ADDR` says otherwise.
+const DEFAULT_HTTP_ADDR: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 8080);
+
+/// A setting where 0 means off.
+fn optional(n: u64) -> Option<u64> {
+    (n != 0).then_some(n)
+}
+
+fn address(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+) -> anyhow::Result<Option<SocketAddr>> {
+    var(name)
+        .map(|a| {
+            a.parse()
+                .with_context(|| format!("{name} is not an address: {a:?}"))
+        })
+        .transpose()
+}
+
+/// An email and a password.
+type Account = (String, String);
+
+/// The token signing secret and the bootstrap admin account, each checked.
+fn secrets(
+    var: &impl Fn(&str) -> Option<String>,
+) -> anyhow::Result<(Option<String>, Option<Account>)> {
+    let jwt_secret = var("MARQUEE_JWT_SECRET");
+    if jwt_secret
+        .as_ref()
+        .is_some_and(|s| s.len() < MIN_JWT_SECRET_BYTES)
+    {
+        bail!("MARQUEE_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long");
+    }
+    let admin = match (var("MARQUEE_ADMIN_EMAIL"), var("MARQUEE_ADMIN_PASSWORD")) {
+        (Some(e), Some(p)) => {
+            crate::auth::check_admin_password(&p)?;
+            Some((e, p))
+        }
+        (None, None) => None,
+        _ => bail!("set both MARQUEE_ADMIN_EMAIL and MARQUEE_ADMIN_PASSWORD, or neither"),
+    };
+    Ok((jwt_secret, admin))
+}
+
+fn writer_mode(setting: Option<&str>) -> anyhow::Result<crate::writer::WriterMode> {
+    match setting {
+        None | Some("batched") => Ok(crate::writer::WriterMode::Batched),
+        Some("direct") => Ok(crate::writer::WriterMode::Direct),
+        Some(other) => bail!("MARQUEE_SHOWTIME_WRITER must be batched or direct, got {other:?}"),
+    }
+}
+
 /// A duration in milliseconds that must not be 0 (a limit that cannot be turned off).
 fn millis(
     var: &impl Fn(&str) -> Option<String>,
@@ -130,21 +184,7 @@ impl Config {
     /// Reads variables through `lookup`; empty values count as unset.
     pub fn from_vars(lookup: impl Fn(&str) -> Option<String>) -> anyhow::Result<Self> {
         let var = |name: &str| lookup(name).filter(|v| !v.trim().is_empty());
-        let http_addr = var("MARQUEE_HTTP_ADDR").unwrap_or_else(|| "127.0.0.1:8080".into());
-        let jwt_secret = var("MARQUEE_JWT_SECRET");
-        if let Some(s) = &jwt_secret {
-            if s.len() < MIN_JWT_SECRET_BYTES {
-                bail!("MARQUEE_JWT_SECRET must be at least {MIN_JWT_SECRET_BYTES} bytes long");
-            }
-        }
-        let admin = match (var("MARQUEE_ADMIN_EMAIL"), var("MARQUEE_ADMIN_PASSWORD")) {
-            (Some(e), Some(p)) => {
-                crate::auth::check_admin_password(&p)?;
-                Some((e, p))
-            }
-            (None, None) => None,
-            _ => bail!("set both MARQUEE_ADMIN_EMAIL and MARQUEE_ADMIN_PASSWORD, or neither"),
-        };
+        let (jwt_secret, admin) = secrets(&var)?;
         let hold = number(&var, "MARQUEE_HOLD_SECONDS", 420)?;
         if hold == 0 {
             bail!("MARQUEE_HOLD_SECONDS must be at least 1");
@@ -153,15 +193,8 @@ impl Config {
             database_url: var("DATABASE_URL")
                 .unwrap_or_else(|| "postgres://localhost/marquee".into()),
             nats_url: var("NATS_URL").unwrap_or_else(|| "nats://127.0.0.1:4222".into()),
-            http_addr: http_addr
-                .parse()
-                .with_context(|| format!("MARQUEE_HTTP_ADDR is not an address: {http_addr:?}"))?,
-            metrics_addr: var("MARQUEE_METRICS_ADDR")
-                .map(|a| {
-                    a.parse()
-                        .with_context(|| format!("MARQUEE_METRICS_ADDR is not an address: {a:?}"))
-                })
-                .transpose()?,
+            http_addr: address(&var, "MARQUEE_HTTP_ADDR")?.unwrap_or(DEFAULT_HTTP_ADDR),
+            metrics_addr: address(&var, "MARQUEE_METRICS_ADDR")?,
             namespace: var("MARQUEE_NAMESPACE").unwrap_or_else(|| "marquee".into()),
             hold_for: Duration::from_secs(hold),
             hold_cooldown: Duration::from_secs(number(&var, "MARQUEE_HOLD_COOLDOWN_SECONDS", 300)?),
@@ -183,25 +216,17 @@ impl Config {
                 0 => bail!("MARQUEE_MAX_WRITERS must be at least 1"),
                 n => usize::try_from(n).unwrap_or(usize::MAX),
             },
-            showtime_max_wait: match number(&var, "MARQUEE_SHOWTIME_MAX_WAIT_MS", 0)? {
-                0 => None,
-                ms => Some(Duration::from_millis(ms)),
-            },
-            max_in_flight: match number(&var, "MARQUEE_MAX_IN_FLIGHT", DEFAULT_MAX_IN_FLIGHT)? {
-                0 => None,
-                n => Some(n as usize),
-            },
-            max_lag: match number(&var, "MARQUEE_MAX_LAG_MS", DEFAULT_MAX_LAG_MS)? {
-                0 => None,
-                ms => Some(Duration::from_millis(ms)),
-            },
-            writer_mode: match var("MARQUEE_SHOWTIME_WRITER").as_deref() {
-                None | Some("batched") => crate::writer::WriterMode::Batched,
-                Some("direct") => crate::writer::WriterMode::Direct,
-                Some(other) => {
-                    bail!("MARQUEE_SHOWTIME_WRITER must be batched or direct, got {other:?}")
-                }
-            },
+            showtime_max_wait: optional(number(&var, "MARQUEE_SHOWTIME_MAX_WAIT_MS", 0)?)
+                .map(Duration::from_millis),
+            max_in_flight: optional(number(
+                &var,
+                "MARQUEE_MAX_IN_FLIGHT",
+                DEFAULT_MAX_IN_FLIGHT,
+            )?)
+            .map(|n| n as usize),
+            max_lag: optional(number(&var, "MARQUEE_MAX_LAG_MS", DEFAULT_MAX_LAG_MS)?)
+                .map(Duration::from_millis),
+            writer_mode: writer_mode(var("MARQUEE_SHOWTIME_WRITER").as_deref())?,
             rate_limits: crate::ratelimit::RateLimits::from_setting(
                 var("MARQUEE_RATE_LIMITS").as_deref(),
             )
