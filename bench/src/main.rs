@@ -13,7 +13,8 @@
 //! Modules: [`hot`] (the hot-showtime plan and its tables), [`load`] (the load generator),
 //! [`target`] (starting a design for a run), [`baselines`] (N2 and R behind the same API),
 //! [`fsync`] (the disk's fsync rate), [`chart`] (the SVG), [`browse`] (the read scenario),
-//! [`served`] (the engine's own latency histograms).
+//! [`served`] (the engine's own latency histograms), [`showtime_state`] (one showtime's state as its
+//! history grows).
 
 mod baselines;
 mod browse;
@@ -22,6 +23,7 @@ mod fsync;
 mod hot;
 mod load;
 mod served;
+mod showtime_state;
 mod target;
 
 use anyhow::{ensure, Context};
@@ -140,6 +142,12 @@ enum Command {
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
     },
+    /// One showtime under churn: its writer's start time and its state's memory.
+    ShowtimeState {
+        /// Events in the showtime's history.
+        #[arg(long, default_value_t = 1_000_000)]
+        events: u64,
+    },
 }
 
 #[tokio::main]
@@ -183,6 +191,7 @@ async fn main() -> anyhow::Result<()> {
             compare_events,
             events,
         } => replay(&cli.server, compare_events, events).await,
+        Command::ShowtimeState { events } => showtime_state::run(&cli.server, events).await,
     }
 }
 

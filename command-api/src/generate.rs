@@ -376,3 +376,142 @@ fn after_hold(
     }
     Ok(rows)
 }
+
+/// Fills an empty events table with one popular showtime under churn, about `target` events:
+/// customers holding one or two of its 500 seats and mostly letting go (as in the
+/// hot-showtime benchmark), a few paying. For measuring what a showtime's state costs as its
+/// history grows. Returns the showtime and how many events were written.
+pub async fn churn_showtime(
+    pool: &PgPool,
+    target: u64,
+    seed: u64,
+) -> anyhow::Result<(ShowtimeId, u64)> {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let progress = ProgressBar::hidden();
+    let mut out = Out {
+        pool,
+        rows: Vec::new(),
+        written: 0,
+        progress: &progress,
+    };
+    let id = ShowtimeId(Uuid::now_v7());
+    let mut s = Stream::<Showtime>::new(id);
+    let mut clock = Utc::now();
+    let details = ShowtimeDetails {
+        movie_id: MovieId(Uuid::now_v7()),
+        theater_id: TheaterId(Uuid::now_v7()),
+        screen_id: ScreenId(Uuid::now_v7()),
+        // Far enough ahead that a million events of churn a second apart stay before it.
+        starts_at: clock + TimeDelta::days(60),
+        ends_at: clock + TimeDelta::days(60) + TimeDelta::hours(2),
+        format: None,
+        layout: (0..20).map(|_| "s".repeat(25)).collect(),
+        prices: [(
+            SeatKind::Standard,
+            Money::new(1250, Currency::parse("USD")?)?,
+        )]
+        .into(),
+    };
+    let schedule = ShowtimeCommand::Schedule(Schedule {
+        id,
+        details,
+        now: clock,
+    });
+    let rows = s.record(
+        s.state.decide(schedule)?,
+        &meta_for(Actor::System, "ScheduleShowtime"),
+    );
+    out.push(rows).await?;
+    let seats: Vec<SeatLabel> = s.state.layout().seats().map(|x| x.label.clone()).collect();
+    let customers: Vec<UserId> = (0..CUSTOMERS).map(|_| UserId(Uuid::now_v7())).collect();
+    while out.written + (out.rows.len() as u64) < target {
+        clock += TimeDelta::milliseconds(rng.gen_range(200..2_000));
+        let rows = churn_once(&mut rng, &mut s, &seats, &customers, clock)?;
+        out.push(rows).await?;
+    }
+    out.flush().await?;
+    Ok((id, out.written))
+}
+
+/// One customer's hold on the churning showtime and what follows it.
+fn churn_once(
+    rng: &mut StdRng,
+    s: &mut Stream<Showtime>,
+    seats: &[SeatLabel],
+    customers: &[UserId],
+    clock: DateTime<Utc>,
+) -> anyhow::Result<Vec<NewEvent>> {
+    let customer = user(rng, customers);
+    let chosen: Vec<SeatLabel> = (0..rng.gen_range(1..=2))
+        .map(|_| seats[rng.gen_range(0..seats.len())].clone())
+        .collect();
+    let reservation = ReservationId(Uuid::now_v7());
+    let hold = ShowtimeCommand::HoldSeats(HoldSeats {
+        reservation_id: reservation,
+        customer_id: customer,
+        seats: chosen,
+        hold_for: TimeDelta::minutes(7),
+        cooldown: TimeDelta::zero(),
+        now: clock,
+    });
+    let Ok(events) = s.state.decide(hold) else {
+        return Ok(Vec::new()); // a seat taken, or asked for twice: the customer moves on
+    };
+    let actor = Actor::User(customer);
+    let mut rows = s.record(events, &meta_for(actor, "HoldSeats"));
+    let roll: f64 = rng.gen();
+    // A few pay while seats remain; most let go at once; the rest walk away and their hold
+    // runs out (or gives way to their next one).
+    if roll < 0.001 && s.state.tickets.len() < 250 {
+        let mut after = clock;
+        rows.extend(after_hold_paying(
+            rng,
+            s,
+            reservation,
+            customer,
+            &mut after,
+        )?);
+    } else if roll < 0.75 {
+        let release = ShowtimeCommand::ReleaseHold(ReleaseHold {
+            reservation_id: reservation,
+            customer_id: customer,
+            now: clock,
+        });
+        rows.extend(s.record(s.state.decide(release)?, &meta_for(actor, "ReleaseHold")));
+    }
+    Ok(rows)
+}
+
+/// A customer who pays for the hold at once.
+fn after_hold_paying(
+    rng: &mut StdRng,
+    s: &mut Stream<Showtime>,
+    reservation: ReservationId,
+    customer: UserId,
+    clock: &mut DateTime<Utc>,
+) -> anyhow::Result<Vec<NewEvent>> {
+    let actor = Actor::User(customer);
+    let payment = PaymentId(Uuid::now_v7());
+    let start = ShowtimeCommand::StartPayment(StartPayment {
+        reservation_id: reservation,
+        customer_id: customer,
+        payment_id: payment,
+        pin_for: TimeDelta::minutes(10),
+        now: *clock,
+    });
+    let mut rows = s.record(s.state.decide(start)?, &meta_for(actor, "StartPayment"));
+    let seats = s.state.holds.get(&reservation).map_or(0, |h| h.seats.len());
+    let confirm = ShowtimeCommand::ConfirmPayment(ConfirmPayment {
+        reservation_id: reservation,
+        payment_id: payment,
+        tickets: (0..seats)
+            .map(|_| NewTicket {
+                id: TicketId(Uuid::now_v7()),
+                code: format!("G{:08X}", rng.gen::<u32>()),
+            })
+            .collect(),
+        now: *clock,
+    });
+    rows.extend(s.record(s.state.decide(confirm)?, &meta_for(actor, "ConfirmPayment")));
+    Ok(rows)
+}
