@@ -195,13 +195,18 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
-/// A fresh database (dropped first if a previous run left it) with a generated history.
-async fn database(server: &str, name: &str, events: u64) -> anyhow::Result<(PgPool, u64)> {
+/// An empty, migrated database, dropped first if a previous run left it.
+async fn fresh_database(server: &str, name: &str) -> anyhow::Result<PgPool> {
     let admin = PgPool::connect(&target::database_url(server, "postgres")).await?;
     sqlx::query(&format!("drop database if exists {name} with (force)"))
         .execute(&admin)
         .await?;
-    let pool = marquee_api::db::connect_and_migrate(&target::database_url(server, name)).await?;
+    marquee_api::db::connect_and_migrate(&target::database_url(server, name)).await
+}
+
+/// A fresh database with a generated history.
+async fn database(server: &str, name: &str, events: u64) -> anyhow::Result<(PgPool, u64)> {
+    let pool = fresh_database(server, name).await?;
     let started = Instant::now();
     let written =
         marquee_api::generate::generate(&pool, events, 1, &indicatif::ProgressBar::hidden())

@@ -10,19 +10,12 @@
 use anyhow::Context;
 use marquee_api::event_store::EventStore;
 use marquee_domain::showtime::Showtime;
-use sqlx::PgPool;
 use std::time::Instant;
-
-use crate::target;
 
 /// Fills a fresh database with one showtime of `events` events, then loads it three times.
 pub async fn run(server: &str, events: u64) -> anyhow::Result<()> {
     let name = "marquee_bench_showtime_state";
-    let admin = PgPool::connect(&target::database_url(server, "postgres")).await?;
-    sqlx::query(&format!("drop database if exists {name} with (force)"))
-        .execute(&admin)
-        .await?;
-    let pool = marquee_api::db::connect_and_migrate(&target::database_url(server, name)).await?;
+    let pool = crate::fresh_database(server, name).await?;
     let started = Instant::now();
     let (showtime, written) = marquee_api::generate::churn_showtime(&pool, events, 1).await?;
     eprintln!(

@@ -373,7 +373,7 @@ impl Writers {
             return Ok(None);
         }
         let loaded = Committed { showtime, version };
-        if !takes_holds(&loaded.showtime, crate::event_store::now()) {
+        if !loaded.showtime.takes_holds_at(crate::event_store::now()) {
             return Ok(Some(Arc::new(RwLock::new(loaded))));
         }
         let Some(handle) = self.handle(id, Some(loaded)).await? else {
@@ -481,13 +481,6 @@ impl Writers {
         self.thread.handle().spawn(task.run(jobs, life, alive));
         Ok(handle)
     }
-}
-
-/// Whether a showtime still takes holds at `now`: the domain's rule for holds (scheduled, not
-/// cancelled, not started at the latest time it decided at), which the domain keeps private.
-fn takes_holds(showtime: &Showtime, now: chrono::DateTime<chrono::Utc>) -> bool {
-    let now = showtime.effective_now(now);
-    showtime.cancelled_at.is_none() && showtime.details.as_ref().is_some_and(|d| now < d.starts_at)
 }
 
 /// Counts a writer task as running while it lives.

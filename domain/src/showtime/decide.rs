@@ -24,6 +24,12 @@ impl Showtime {
         }])
     }
 
+    /// Whether the showtime still takes holds at `now` (it exists, is not cancelled and has
+    /// not started), by the same rule its decisions use.
+    pub fn takes_holds_at(&self, now: DateTime<Utc>) -> bool {
+        self.open_at(self.effective_now(now)).is_ok()
+    }
+
     /// The details of a showtime that still sells seats at `now`.
     fn open_at(&self, now: DateTime<Utc>) -> Result<&ShowtimeDetails, ShowtimeError> {
         let details = self.details.as_ref().ok_or(ShowtimeError::NotFound)?;
