@@ -147,6 +147,12 @@ enum Command {
         /// Events in the showtime's history.
         #[arg(long, default_value_t = 1_000_000)]
         events: u64,
+        /// Load the showtime an earlier run left in its database instead of generating one.
+        #[arg(long)]
+        reuse: bool,
+        /// How to load it: both ways in turns, or one alone (for its peak memory).
+        #[arg(long, value_enum, default_value_t = showtime_state::Start::Both)]
+        start: showtime_state::Start,
     },
 }
 
@@ -191,7 +197,11 @@ async fn main() -> anyhow::Result<()> {
             compare_events,
             events,
         } => replay(&cli.server, compare_events, events).await,
-        Command::ShowtimeState { events } => showtime_state::run(&cli.server, events).await,
+        Command::ShowtimeState {
+            events,
+            reuse,
+            start,
+        } => showtime_state::run(&cli.server, events, reuse, start).await,
     }
 }
 

@@ -1,5 +1,6 @@
 //! Configuration from environment variables, each with a working default.
 
+use crate::writer::DEFAULT_SNAPSHOT_EVERY;
 use crate::writer_registry::DEFAULT_MAX_WRITERS;
 use anyhow::{bail, Context};
 use std::net::SocketAddr;
@@ -65,6 +66,9 @@ pub struct Config {
     /// `MARQUEE_MAX_WRITERS`: showtime writers (each holding its showtime's state in memory)
     /// this process keeps; starting one more stops the least recently used idle one.
     pub max_writers: usize,
+    /// `MARQUEE_SNAPSHOT_EVERY`: events between two snapshots of a showtime's state, from
+    /// which its writer starts instead of folding the whole log; 0 takes none.
+    pub snapshot_every: usize,
     /// `MARQUEE_SHOWTIME_MAX_WAIT_MS`: the longest a command may wait in a showtime's queue
     /// before it is shed with `503 overloaded`; `None` (0) never sheds by time.
     pub showtime_max_wait: Option<Duration>,
@@ -164,6 +168,18 @@ fn millis(
     }
 }
 
+/// A number of things that must not be 0.
+fn count(
+    var: &impl Fn(&str) -> Option<String>,
+    name: &str,
+    default: usize,
+) -> anyhow::Result<usize> {
+    match number(var, name, default as u64)? {
+        0 => bail!("{name} must be at least 1"),
+        n => Ok(usize::try_from(n).unwrap_or(usize::MAX)),
+    }
+}
+
 impl Config {
     /// Rules between settings.
     fn check(&self) -> anyhow::Result<()> {
@@ -212,10 +228,12 @@ impl Config {
             body_timeout: millis(&var, "MARQUEE_BODY_TIMEOUT_MS", 5_000)?,
             request_timeout: millis(&var, "MARQUEE_REQUEST_TIMEOUT_MS", 60_000)?,
             showtime_queue: number(&var, "MARQUEE_SHOWTIME_QUEUE", 4096)?.max(1) as usize,
-            max_writers: match number(&var, "MARQUEE_MAX_WRITERS", DEFAULT_MAX_WRITERS as u64)? {
-                0 => bail!("MARQUEE_MAX_WRITERS must be at least 1"),
-                n => usize::try_from(n).unwrap_or(usize::MAX),
-            },
+            max_writers: count(&var, "MARQUEE_MAX_WRITERS", DEFAULT_MAX_WRITERS)?,
+            snapshot_every: number(
+                &var,
+                "MARQUEE_SNAPSHOT_EVERY",
+                DEFAULT_SNAPSHOT_EVERY as u64,
+            )? as usize,
             showtime_max_wait: optional(number(&var, "MARQUEE_SHOWTIME_MAX_WAIT_MS", 0)?)
                 .map(Duration::from_millis),
             max_in_flight: optional(number(
@@ -293,6 +311,24 @@ mod tests {
         );
         assert!(config(&[("MARQUEE_RATE_LIMITS", "login=lots")]).is_err());
         assert!(config(&[("MARQUEE_PROXY_HOPS", "one")]).is_err());
+    }
+
+    #[test]
+    fn showtime_writers_are_capped_and_snapshot_every_ten_thousand_events_unless_told() {
+        let c = config(&[]).unwrap();
+        assert_eq!(c.max_writers, 10_000);
+        assert_eq!(c.snapshot_every, 10_000);
+        let c = config(&[
+            ("MARQUEE_SNAPSHOT_EVERY", "0"),
+            ("MARQUEE_MAX_WRITERS", "5"),
+        ])
+        .unwrap();
+        assert_eq!((c.snapshot_every, c.max_writers), (0, 5));
+        assert!(config(&[("MARQUEE_SNAPSHOT_EVERY", "often")]).is_err());
+        let err = config(&[("MARQUEE_MAX_WRITERS", "0")]).unwrap_err();
+        assert!(err
+            .to_string()
+            .contains("MARQUEE_MAX_WRITERS must be at least 1"));
     }
 
     #[test]

@@ -12,7 +12,9 @@ use chrono::Utc;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
-use marquee_domain::{CommandName, UserId};
+use futures::TryStreamExt;
+use marquee_domain::showtime::{Showtime, ShowtimeEvent};
+use marquee_domain::{CommandName, ReservationId, ShowtimeId, UserId};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
@@ -267,6 +269,16 @@ pub struct EventStore {
     repo: Arc<PostgresEventRepository>,
 }
 
+/// A showtime loaded by [`EventStore::load_showtime`].
+#[derive(Debug)]
+pub struct LoadedShowtime {
+    pub showtime: Showtime,
+    /// The sequence of its last event (0 when it has none).
+    pub version: usize,
+    /// The sequence of the snapshot it started from (0: folded from the first event).
+    pub snapshot: usize,
+}
+
 /// How often a command is decided again after losing a race to another writer.
 const MAX_ATTEMPTS: usize = 8;
 
@@ -311,6 +323,137 @@ impl EventStore {
         events
             .into_iter()
             .map(|e| Ok((e.sequence, to_envelope::<A>(e)?.payload)))
+            .collect()
+    }
+
+    /// A showtime as of its last stored event: folded from its latest snapshot of this
+    /// build's format (see `migrations/*_showtime_snapshots.sql`) and the events after it,
+    /// or from its whole log when it has none it can read.
+    pub async fn load_showtime(&self, id: ShowtimeId) -> Result<LoadedShowtime, StoreError> {
+        let (showtime, snapshot) = self.snapshot(&id.to_string()).await?.unwrap_or_default();
+        self.fold_showtime(id, showtime, snapshot).await
+    }
+
+    /// `showtime`, the state as of event `after`, with the events after it folded in.
+    pub async fn fold_showtime(
+        &self,
+        id: ShowtimeId,
+        mut showtime: Showtime,
+        after: usize,
+    ) -> Result<LoadedShowtime, StoreError> {
+        let mut version = after;
+        // Folded as the rows arrive: a long log is never held in memory at once (a million
+        // events read whole took 2.8 GB).
+        let mut rows = sqlx::query_as::<_, (i64, String, String, Value)>(
+            "select sequence, event_type, event_version, payload from events
+             where aggregate_type = 'Showtime' and aggregate_id = $1 and sequence > $2
+             order by sequence",
+        )
+        .bind(id.to_string())
+        .bind(after as i64)
+        .fetch(&self.pool);
+        while let Some((sequence, event_type, event_version, mut payload)) = rows.try_next().await?
+        {
+            marquee_domain::upcast::upcast(&event_type, &event_version, &mut payload)
+                .map_err(|e| StoreError::Other(e.to_string()))?;
+            let event: ShowtimeEvent =
+                serde_json::from_value(payload).map_err(|e| StoreError::Other(e.to_string()))?;
+            showtime.apply(event);
+            version = sequence as usize;
+        }
+        Ok(LoadedShowtime {
+            showtime,
+            version,
+            snapshot: after,
+        })
+    }
+
+    /// The latest snapshot of a showtime with its sequence, if there is one this build reads.
+    async fn snapshot(&self, key: &str) -> Result<Option<(Showtime, usize)>, StoreError> {
+        let row: Option<(i64, Value)> = sqlx::query_as(
+            "select sequence, state from showtime_snapshots where showtime_id = $1 and format = $2",
+        )
+        .bind(key)
+        .bind(Showtime::SNAPSHOT_FORMAT)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some((sequence, state)) = row else {
+            return Ok(None);
+        };
+        match serde_json::from_value(state) {
+            Ok(showtime) => Ok(Some((showtime, sequence as usize))),
+            Err(e) => {
+                tracing::warn!(showtime = key, error = %e, "a snapshot that cannot be read is ignored; folding the whole log");
+                Ok(None)
+            }
+        }
+    }
+
+    /// Stores `state`, the showtime as of its event `sequence`, as its latest snapshot (an
+    /// older one is replaced, a newer one kept).
+    pub async fn save_snapshot(
+        &self,
+        id: ShowtimeId,
+        sequence: usize,
+        state: Value,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "insert into showtime_snapshots (showtime_id, sequence, format, state)
+             values ($1, $2, $3, $4)
+             on conflict (showtime_id) do update
+                 set sequence = excluded.sequence, format = excluded.format,
+                     state = excluded.state, taken_at = now()
+                 where showtime_snapshots.sequence < excluded.sequence
+                    or showtime_snapshots.format <> excluded.format",
+        )
+        .bind(id.to_string())
+        .bind(sequence as i64)
+        .bind(Showtime::SNAPSHOT_FORMAT)
+        .bind(state)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    /// The events that shaped one reservation's hold, in order (see
+    /// `migrations/*_reservation_events.sql`, whose index this query must match): how a hold
+    /// its showtime no longer keeps (released or run out) is read back.
+    pub async fn reservation_events(
+        &self,
+        showtime: ShowtimeId,
+        reservation: ReservationId,
+    ) -> Result<Vec<ShowtimeEvent>, StoreError> {
+        let rows: Vec<(String, i64, String, String, Value, Value)> = sqlx::query_as(
+            "select aggregate_id, sequence, event_type, event_version, payload, metadata
+             from events
+             where aggregate_type = 'Showtime'
+               and event_type in ('SeatsHeld', 'HoldReleased', 'HoldExpired',
+                                  'PaymentStarted', 'PaymentFailed')
+               and (payload -> event_type ->> 'reservation_id')::uuid = $1
+             order by sequence",
+        )
+        .bind(reservation.0)
+        .fetch_all(&self.pool)
+        .await?;
+        // The showtime is checked here, not in the query: with it there, the planner may
+        // prefer the key's range over the whole showtime to the reservation's few rows.
+        let showtime = showtime.to_string();
+        rows.into_iter()
+            .filter(|row| row.0 == showtime)
+            .map(
+                |(aggregate_id, sequence, event_type, event_version, payload, metadata)| {
+                    let row = SerializedEvent {
+                        aggregate_id,
+                        sequence: sequence as usize,
+                        aggregate_type: <Showtime as Aggregate>::TYPE.to_owned(),
+                        event_type,
+                        event_version,
+                        payload,
+                        metadata,
+                    };
+                    Ok(to_envelope::<Showtime>(row)?.payload)
+                },
+            )
             .collect()
     }
 

@@ -424,13 +424,42 @@ pub async fn churn_showtime(
     out.push(rows).await?;
     let seats: Vec<SeatLabel> = s.state.layout().seats().map(|x| x.label.clone()).collect();
     let customers: Vec<UserId> = (0..CUSTOMERS).map(|_| UserId(Uuid::now_v7())).collect();
+    // The holds walked away from, by deadline: the timer records each expiry a second after.
+    let mut forgotten = std::collections::VecDeque::new();
     while out.written + (out.rows.len() as u64) < target {
         clock += TimeDelta::milliseconds(rng.gen_range(200..2_000));
-        let rows = churn_once(&mut rng, &mut s, &seats, &customers, clock)?;
+        let rows = expire_forgotten(&mut s, &mut forgotten, clock)?;
+        out.push(rows).await?;
+        let rows = churn_once(&mut rng, &mut s, &seats, &customers, clock, &mut forgotten)?;
         out.push(rows).await?;
     }
     out.flush().await?;
     Ok((id, out.written))
+}
+
+/// The timer's work on the churning showtime: the expiries of the forgotten holds whose
+/// deadline is over a second past at `clock` (those replaced meanwhile record nothing).
+fn expire_forgotten(
+    s: &mut Stream<Showtime>,
+    forgotten: &mut std::collections::VecDeque<(DateTime<Utc>, ReservationId)>,
+    clock: DateTime<Utc>,
+) -> anyhow::Result<Vec<NewEvent>> {
+    let mut rows = Vec::new();
+    while let Some(&(deadline, reservation)) = forgotten.front() {
+        let due = deadline + TimeDelta::seconds(1);
+        if due > clock {
+            break;
+        }
+        forgotten.pop_front();
+        let expire = ShowtimeCommand::ExpireHold(ExpireHold {
+            reservation_id: reservation,
+            now: due,
+        });
+        if let Ok(events) = s.state.decide(expire) {
+            rows.extend(s.record(events, &meta_for(Actor::Timer, "ExpireHold")));
+        }
+    }
+    Ok(rows)
 }
 
 /// One customer's hold on the churning showtime and what follows it.
@@ -440,6 +469,7 @@ fn churn_once(
     seats: &[SeatLabel],
     customers: &[UserId],
     clock: DateTime<Utc>,
+    forgotten: &mut std::collections::VecDeque<(DateTime<Utc>, ReservationId)>,
 ) -> anyhow::Result<Vec<NewEvent>> {
     let customer = user(rng, customers);
     let chosen: Vec<SeatLabel> = (0..rng.gen_range(1..=2))
@@ -458,6 +488,10 @@ fn churn_once(
         return Ok(Vec::new()); // a seat taken, or asked for twice: the customer moves on
     };
     let actor = Actor::User(customer);
+    let deadline = events.iter().find_map(|e| match e {
+        ShowtimeEvent::SeatsHeld(h) => Some(h.expires_at),
+        _ => None,
+    });
     let mut rows = s.record(events, &meta_for(actor, "HoldSeats"));
     let roll: f64 = rng.gen();
     // A few pay while seats remain; most let go at once; the rest walk away and their hold
@@ -478,6 +512,8 @@ fn churn_once(
             now: clock,
         });
         rows.extend(s.record(s.state.decide(release)?, &meta_for(actor, "ReleaseHold")));
+    } else if let Some(deadline) = deadline {
+        forgotten.push_back((deadline, reservation));
     }
     Ok(rows)
 }

@@ -73,7 +73,8 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
         writers: Writers::new(store.clone(), config.showtime_queue, config.writer_mode)
             .context("cannot start the showtime writers' thread")?
             .shedding_after(config.showtime_max_wait)
-            .capped_at(config.max_writers),
+            .capped_at(config.max_writers)
+            .snapshotting_every(config.snapshot_every),
         store,
         keys: Arc::new(TokenKeys::new(&secret)),
         hashes,

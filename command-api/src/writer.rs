@@ -27,7 +27,9 @@
 //! tasks keep the runtime's workers.
 
 use crate::booking_index;
-use crate::event_store::{to_new_events, EventStore, Metadata, NewEvent, StoreError};
+use crate::event_store::{
+    to_new_events, EventStore, LoadedShowtime, Metadata, NewEvent, StoreError,
+};
 use crate::group_commit::{self, Batch, Committer};
 use crate::reservation_cache::{Owner, ReservationCache};
 use crate::writer_registry::{Registry, DEFAULT_MAX_WRITERS};
@@ -43,6 +45,9 @@ use tokio_util::sync::CancellationToken;
 pub const IDLE_AFTER: Duration = Duration::from_secs(60);
 /// Most commands decided and appended together.
 const MAX_BATCH: usize = 512;
+/// Events between two snapshots of a showtime, unless configured otherwise: about 100 ms of
+/// folding saved at a start for each one taken.
+pub const DEFAULT_SNAPSHOT_EVERY: usize = 10_000;
 /// How often a batch is decided again after losing races to another process.
 const MAX_ATTEMPTS: usize = 8;
 
@@ -151,6 +156,8 @@ struct Parts {
     reservations: Arc<ReservationCache>,
     /// Where batched writers send their common batches: one commit for many showtimes.
     committer: Option<Committer>,
+    /// Events between two snapshots of a showtime's state (0: none are taken).
+    snapshot_every: usize,
 }
 
 /// The writers' runtime: one worker thread. It stops when the last [`Writers`] is dropped
@@ -206,6 +213,7 @@ impl Writers {
                 store: EventStore::new(pool),
                 reservations: Default::default(),
                 committer,
+                snapshot_every: DEFAULT_SNAPSHOT_EVERY,
             },
             store,
             queue_capacity,
@@ -233,6 +241,13 @@ impl Writers {
     /// Lets at most `max` writers stay (see [`crate::writer_registry`]).
     pub fn capped_at(self, max: usize) -> Self {
         *self.parts.slots.lock().expect("lock poisoned") = Registry::new(max);
+        self
+    }
+
+    /// Snapshots a showtime's state every `events` events (0: never), so that its writer
+    /// starts from the latest snapshot rather than from the first event.
+    pub fn snapshotting_every(mut self, events: usize) -> Self {
+        self.parts.snapshot_every = events;
         self
     }
 
@@ -368,13 +383,26 @@ impl Writers {
         if running {
             return self.state(id).await;
         }
-        let (showtime, version) = self.store.load::<Showtime>(&id.to_string()).await?;
-        if !showtime.exists() {
+        let loaded = self.store.load_showtime(id).await?;
+        if !loaded.showtime.exists() {
             return Ok(None);
         }
-        let loaded = Committed { showtime, version };
         if !loaded.showtime.takes_holds_at(crate::event_store::now()) {
-            return Ok(Some(Arc::new(RwLock::new(loaded))));
+            // No writer will snapshot a closed showtime: its readers do, once.
+            let every = self.parts.snapshot_every;
+            if every > 0 && loaded.version >= loaded.snapshot + every {
+                let state = loaded.showtime.clone();
+                tokio::spawn(store_snapshot(
+                    self.store.clone(),
+                    id,
+                    loaded.version,
+                    state,
+                ));
+            }
+            return Ok(Some(Arc::new(RwLock::new(Committed {
+                showtime: loaded.showtime,
+                version: loaded.version,
+            }))));
         }
         let Some(handle) = self.handle(id, Some(loaded)).await? else {
             return Ok(None);
@@ -408,7 +436,7 @@ impl Writers {
     async fn handle(
         &self,
         id: ShowtimeId,
-        mut loaded: Option<Committed>,
+        mut loaded: Option<LoadedShowtime>,
     ) -> Result<Option<Handle>, StoreError> {
         loop {
             let slot = self.slot(id);
@@ -449,13 +477,14 @@ impl Writers {
         slots.remove_if(id, |s| Arc::ptr_eq(s, slot));
     }
 
-    async fn start(&self, id: ShowtimeId, loaded: Option<Committed>) -> Result<Handle, StartError> {
+    async fn start(
+        &self,
+        id: ShowtimeId,
+        loaded: Option<LoadedShowtime>,
+    ) -> Result<Handle, StartError> {
         let loaded = match loaded {
             Some(loaded) => loaded,
-            None => {
-                let (showtime, version) = self.store.load::<Showtime>(&id.to_string()).await?;
-                Committed { showtime, version }
-            }
+            None => self.store.load_showtime(id).await?,
         };
         if !loaded.showtime.exists() {
             // Not cached: a showtime scheduled a moment later must not meet a stale writer.
@@ -466,7 +495,10 @@ impl Writers {
             queue,
             busy: Default::default(),
             stop: CancellationToken::new(),
-            state: Arc::new(RwLock::new(loaded.clone())),
+            state: Arc::new(RwLock::new(Committed {
+                showtime: loaded.showtime.clone(),
+                version: loaded.version,
+            })),
         };
         let task = Writer {
             id,
@@ -474,6 +506,7 @@ impl Writers {
             ahead: false,
             committed: handle.state.clone(),
             version: loaded.version,
+            snapshot: loaded.snapshot,
             parts: self.parts.clone(),
         };
         let alive = Alive::new(self.parts.running.clone());
@@ -522,6 +555,8 @@ struct Writer {
     committed: SharedState,
     /// Sequence of the last stored event.
     version: usize,
+    /// Sequence of the latest snapshot stored (or asked for) by this showtime's writers.
+    snapshot: usize,
     parts: Parts,
 }
 
@@ -639,6 +674,7 @@ impl Writer {
             match self.append(&batch, &decided).await {
                 Ok(()) => {
                     self.publish(&decided);
+                    self.snapshot_if_due();
                     return answer(batch, decided);
                 }
                 Err(StoreError::Conflict) if attempt < MAX_ATTEMPTS => {
@@ -655,6 +691,25 @@ impl Writer {
                 }
             }
         }
+    }
+
+    /// Stores a snapshot of the committed state once [`Parts::snapshot_every`] events have
+    /// passed since the last one (also at the first batch of a writer that had to fold a
+    /// long log). Written out off the writers' thread, and stored in the background: a
+    /// snapshot that fails is only a slower start, and the next one comes as due.
+    fn snapshot_if_due(&mut self) {
+        let every = self.parts.snapshot_every;
+        if every == 0 || self.ahead || self.version < self.snapshot + every {
+            return;
+        }
+        self.snapshot = self.version;
+        let state = self.working.clone();
+        tokio::spawn(store_snapshot(
+            self.parts.store.clone(),
+            self.id,
+            self.version,
+            state,
+        ));
     }
 
     /// Forgets decisions that were not stored: `working` restarts from `committed`.
@@ -775,6 +830,24 @@ impl Writer {
             self.ahead = false;
         }
         Ok(())
+    }
+}
+
+/// Writes a showtime's state out (on a blocking thread: a large state takes milliseconds)
+/// and stores it as its snapshot as of `version`. A failure is logged: it only makes the next
+/// start slower.
+async fn store_snapshot(store: EventStore, id: ShowtimeId, version: usize, state: Showtime) {
+    let written = tokio::task::spawn_blocking(move || serde_json::to_value(&state)).await;
+    let stored = match written {
+        Ok(Ok(json)) => store.save_snapshot(id, version, json).await,
+        Ok(Err(e)) => Err(StoreError::Other(e.to_string())),
+        Err(e) => Err(StoreError::Other(e.to_string())),
+    };
+    match stored {
+        Ok(()) => metrics::counter!("marquee_snapshots_total").increment(1),
+        Err(e) => {
+            tracing::warn!(showtime = %id, version, error = %e, "could not store a snapshot")
+        }
     }
 }
 

@@ -6,6 +6,7 @@ use crate::auth::AuthUser;
 use crate::error::{ApiError, AppJson, AppPath};
 use crate::event_store::{now, Metadata};
 use crate::state::AppState;
+use crate::writer::WriteError;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -226,14 +227,34 @@ async fn get_one(
     AppPath(id): AppPath<Uuid>,
 ) -> Result<axum::Json<Reservation>, ApiError> {
     let showtime = showtime_of(&state, id, user.id).await?;
-    let reservation = super::showtimes::read_state(&state, showtime.0, |s| {
+    let kept = super::showtimes::read_state(&state, showtime.0, |s| {
         let at = s.effective_now(now());
         s.holds
             .get(&ReservationId(id))
             .map(|hold| Reservation::from_hold(hold, showtime, at))
     })
     .await?;
-    reservation.map(axum::Json).ok_or(ApiError::NotFound)
+    if let Some(reservation) = kept {
+        return Ok(axum::Json(reservation));
+    }
+    // Released or run out: the showtime no longer keeps it; its events tell it.
+    let events = state
+        .store
+        .reservation_events(showtime, ReservationId(id))
+        .await?;
+    let hold = Hold::replay(events).ok_or(ApiError::NotFound)?;
+    Ok(axum::Json(Reservation::from_hold(&hold, showtime, now())))
+}
+
+/// Maps a refused command on a reservation its caller owns (its lookup row says so): a hold
+/// the showtime does not keep was released or ran out.
+pub fn closed_if_unknown(e: WriteError) -> WriteError {
+    match e {
+        WriteError::Rejected(ShowtimeError::ReservationNotFound) => {
+            WriteError::Rejected(ShowtimeError::ReservationExpired)
+        }
+        e => e,
+    }
 }
 
 /// Give up a hold; its seats are free at once. Releasing an expired or released hold is fine.
@@ -253,10 +274,16 @@ async fn release(
         customer_id: user.id,
         now: now(),
     });
-    state
+    match state
         .writers
         .execute(showtime, command, Metadata::for_user(&user))
         .await
-        .map_err(write_error)?;
-    Ok(StatusCode::NO_CONTENT)
+        .map_err(closed_if_unknown)
+    {
+        // Released or run out already (and no longer kept): the seats are free.
+        Ok(_) | Err(WriteError::Rejected(ShowtimeError::ReservationExpired)) => {
+            Ok(StatusCode::NO_CONTENT)
+        }
+        Err(e) => Err(write_error(e)),
+    }
 }

@@ -199,7 +199,7 @@ async fn buy(
             meta.clone(),
         )
         .await
-        .map_err(write_error)?;
+        .map_err(|e| write_error(super::reservations::closed_if_unknown(e)))?;
     let amount = started
         .iter()
         .find_map(|e| match e {

@@ -44,6 +44,7 @@ pub fn test_config(database: &str) -> Config {
         request_timeout: Duration::from_secs(60),
         showtime_queue: 4096,
         max_writers: marquee_api::writer_registry::DEFAULT_MAX_WRITERS,
+        snapshot_every: marquee_api::writer::DEFAULT_SNAPSHOT_EVERY,
         showtime_max_wait: None,
         max_in_flight: None,
         // Tests share two cores: a busy moment must not shed their requests.

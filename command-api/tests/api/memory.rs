@@ -174,3 +174,193 @@ async fn a_watcher_that_never_reads_queues_no_more_than_the_backlog_and_is_told_
         Err(tokio::sync::broadcast::error::RecvError::Lagged(_))
     ));
 }
+
+/// The reservations the showtime's writer keeps, by id.
+async fn kept_holds(app: &TestApp, showtime: &str) -> Vec<String> {
+    let id = marquee_domain::ShowtimeId(showtime.parse().unwrap());
+    let shared = app
+        .state
+        .writers
+        .state(id)
+        .await
+        .unwrap()
+        .expect("the showtime exists");
+    let committed = shared.read().unwrap();
+    let mut kept: Vec<String> = committed
+        .showtime
+        .holds
+        .keys()
+        .map(|r| r.0.to_string())
+        .collect();
+    kept.sort();
+    kept
+}
+
+#[tokio::test]
+async fn closed_holds_leave_the_showtime_state_and_still_answer_by_id_from_the_log() {
+    let app = spawn_app().await;
+    let showtime = app.showtime().await;
+    let (ann, bob, cy) = (
+        app.customer().await,
+        app.customer().await,
+        app.customer().await,
+    );
+    let released = app.hold_id(&ann, &showtime, &["A1"]).await;
+    let gone = app
+        .delete(&format!("/v1/reservations/{released}"), Some(&ann))
+        .await;
+    assert_eq!(gone.status(), StatusCode::NO_CONTENT);
+    let replaced = app.hold_id(&ann, &showtime, &["A2"]).await;
+    let open = app.hold_id(&ann, &showtime, &["A3", "A4"]).await;
+    let paid = app.hold_id(&bob, &showtime, &["B1"]).await;
+    assert_eq!(
+        app.pay(&bob, &paid, "4242424242424242").await.status(),
+        StatusCode::CREATED
+    );
+    let running_out = app.hold_id(&cy, &showtime, &["C1"]).await;
+
+    let mut expected = vec![open.clone(), paid.clone(), running_out.clone()];
+    expected.sort();
+    assert_eq!(kept_holds(&app, &showtime).await, expected);
+
+    // The timer's expiry, decided well past the hold's deadline (the last command of this
+    // showtime: its clock never goes back).
+    let expire = marquee_domain::showtime::ShowtimeCommand::ExpireHold(
+        marquee_domain::showtime::ExpireHold {
+            reservation_id: marquee_domain::ReservationId(running_out.parse().unwrap()),
+            now: marquee_api::event_store::now() + chrono::TimeDelta::hours(1),
+        },
+    );
+    let recorded = app
+        .state
+        .writers
+        .execute(
+            marquee_domain::ShowtimeId(showtime.parse().unwrap()),
+            expire,
+            marquee_api::event_store::Metadata::engine(marquee_api::event_store::Actor::Timer),
+        )
+        .await
+        .unwrap();
+    assert_eq!(recorded.len(), 1);
+    let mut expected = vec![open.clone(), paid.clone()];
+    expected.sort();
+    assert_eq!(kept_holds(&app, &showtime).await, expected);
+
+    for (id, owner, status, seats) in [
+        (&released, &ann, "released", vec!["A1"]),
+        (&replaced, &ann, "released", vec!["A2"]),
+        (&running_out, &cy, "expired", vec!["C1"]),
+        (&paid, &bob, "confirmed", vec!["B1"]),
+    ] {
+        let read = app
+            .get(&format!("/v1/reservations/{id}"), Some(owner))
+            .await;
+        assert_eq!(read.status(), StatusCode::OK, "{status} {id}");
+        let body: Value = read.json().await.unwrap();
+        assert_eq!(body["status"], status, "{body}");
+        assert_eq!(body["seats"], serde_json::json!(seats), "{body}");
+        assert_eq!(body["total"]["amount"].as_i64().map(|a| a > 0), Some(true));
+        // Someone else's stays unknown.
+        let foreign = app.get(&format!("/v1/reservations/{id}"), Some(&bob)).await;
+        if owner != &bob {
+            assert_eq!(foreign.status(), StatusCode::NOT_FOUND);
+        }
+    }
+    for (id, owner) in [(&released, &ann), (&running_out, &cy)] {
+        let again = app
+            .delete(&format!("/v1/reservations/{id}"), Some(owner))
+            .await;
+        assert_eq!(again.status(), StatusCode::NO_CONTENT);
+        let paying = app.pay(owner, id, "4242424242424242").await;
+        assert_eq!(paying.status(), StatusCode::GONE);
+    }
+}
+
+/// The sequence of the showtime's stored snapshot, once there is one.
+async fn snapshot_sequence(app: &TestApp, showtime: &str) -> Option<i64> {
+    for _ in 0..250 {
+        let stored: Option<i64> =
+            sqlx::query_scalar("select sequence from showtime_snapshots where showtime_id = $1")
+                .bind(showtime)
+                .fetch_optional(&app.pool)
+                .await
+                .unwrap();
+        if stored.is_some() {
+            return stored;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    None
+}
+
+#[tokio::test]
+async fn a_showtime_loads_from_its_latest_snapshot_and_the_events_after_it() {
+    let mut config = test_config(&fresh_database());
+    // Eight events below: one snapshot, then events after it.
+    config.snapshot_every = 5;
+    let app = spawn_with(config).await;
+    let showtime = app.showtime().await;
+    let (ann, bob, cy) = (
+        app.customer().await,
+        app.customer().await,
+        app.customer().await,
+    );
+    let first = app.hold_id(&ann, &showtime, &["A1"]).await;
+    app.delete(&format!("/v1/reservations/{first}"), Some(&ann))
+        .await;
+    app.held(&ann, &showtime, &["A2", "A3"]).await;
+    let paid = app.hold_id(&bob, &showtime, &["B1"]).await;
+    assert_eq!(
+        app.pay(&bob, &paid, "4242424242424242").await.status(),
+        StatusCode::CREATED
+    );
+    let taken = snapshot_sequence(&app, &showtime)
+        .await
+        .expect("a snapshot after 5 events");
+    assert!(taken >= 5, "snapshot at {taken}");
+    app.held(&cy, &showtime, &["C1"]).await;
+
+    let id = marquee_domain::ShowtimeId(showtime.parse().unwrap());
+    let store = &app.state.store;
+    let full = || async {
+        let (state, version) = store
+            .load::<marquee_domain::showtime::Showtime>(&showtime)
+            .await
+            .unwrap();
+        (serde_json::to_value(state).unwrap(), version)
+    };
+    let (folded, version) = full().await;
+    let loaded = store.load_showtime(id).await.unwrap();
+    assert!(loaded.snapshot >= 5, "started from {}", loaded.snapshot);
+    assert!(loaded.version > loaded.snapshot, "with events after it");
+    assert_eq!(loaded.version, version);
+    assert_eq!(serde_json::to_value(&loaded.showtime).unwrap(), folded);
+
+    // What it starts from is the snapshot: a mark put in it shows.
+    sqlx::query(
+        "update showtime_snapshots
+         set state = jsonb_set(state, '{cancelled_at}', '\"2030-01-01T00:00:00Z\"')
+         where showtime_id = $1",
+    )
+    .bind(&showtime)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let marked = store.load_showtime(id).await.unwrap();
+    assert!(marked.showtime.cancelled_at.is_some());
+
+    // One of another format, or one that cannot be read, is ignored: the whole log is folded.
+    for change in [
+        "update showtime_snapshots set format = format + 1 where showtime_id = $1",
+        "update showtime_snapshots set state = '{\"holds\": 1}' where showtime_id = $1",
+    ] {
+        sqlx::query(change)
+            .bind(&showtime)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        let loaded = store.load_showtime(id).await.unwrap();
+        assert_eq!(loaded.snapshot, 0, "{change}");
+        assert_eq!(serde_json::to_value(&loaded.showtime).unwrap(), folded);
+    }
+}

@@ -96,19 +96,19 @@ impl Showtime {
         let Some(row) = self.customer_row.get(&c.customer_id) else {
             return Ok(None);
         };
-        let Some(last) = self.holds.get(&row.last) else {
-            return Ok(None);
-        };
+        // Kept while open or paid; a released or run-out hold is dropped (its row remembers
+        // when it closed).
+        let last = self.holds.get(&row.last);
         // Paying ends the row at once: a customer may buy more seats right after.
-        if matches!(last.status, HoldStatus::Confirmed { .. }) {
+        if last.is_some_and(|h| matches!(h.status, HoldStatus::Confirmed { .. })) {
             return Ok(None);
         }
         // When the last hold stopped keeping its seats (released, expired), or will (its
         // deadline, also when it ran out unrecorded). Every other hold has one or the other.
-        let Some(end) = last.deadline().or(row.last_closed_at) else {
+        let Some(end) = last.and_then(Hold::deadline).or(row.last_closed_at) else {
             return Ok(None);
         };
-        if !last.is_live(now) && now >= end + c.cooldown {
+        if !last.is_some_and(|h| h.is_live(now)) && now >= end + c.cooldown {
             return Ok(None);
         }
         if now < row.started_at + c.hold_for {
@@ -267,7 +267,10 @@ impl Showtime {
             // Settled with money already: ticketed or refunded once is enough.
             PaymentState::Captured | PaymentState::Refunded => return Ok(vec![]),
         }
-        let hold = &self.holds[&c.reservation_id];
+        // A hold that was released or ran out is no longer kept: the seats may be gone.
+        let Some(hold) = self.holds.get(&c.reservation_id) else {
+            return refund();
+        };
         let pinned_by_this = matches!(hold.status,
             HoldStatus::Paying { payment_id, .. } if payment_id == c.payment_id);
         if !(pinned_by_this && hold.is_live(now)) {

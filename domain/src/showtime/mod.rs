@@ -72,6 +72,9 @@ pub enum ShowtimeError {
     DuplicateReservation,
     #[error("a payment with this id was already started")]
     DuplicatePayment,
+    /// Also the answer for a hold that was released or ran out: the showtime no longer keeps
+    /// those (see [`Showtime::holds`]), so a caller that knows the reservation exists (its
+    /// lookup row) reads it as closed.
     #[error("no such reservation")]
     ReservationNotFound,
     #[error("the reservation has expired or was released")]
@@ -164,6 +167,71 @@ impl Hold {
             _ => None,
         }
     }
+
+    /// Whether the hold is released or ran out: closed without a sale.
+    pub fn is_dropped(&self) -> bool {
+        matches!(self.status, HoldStatus::Released | HoldStatus::Expired)
+    }
+
+    /// A hold rebuilt from the events about its reservation, in their order: how a hold the
+    /// showtime no longer keeps (see [`Showtime::holds`]) is read back from the log. `None`
+    /// without its `SeatsHeld`.
+    pub fn replay(events: impl IntoIterator<Item = ShowtimeEvent>) -> Option<Hold> {
+        let mut events = events.into_iter();
+        let mut hold = events.find_map(|e| match e {
+            ShowtimeEvent::SeatsHeld(e) => Some(Hold::placed(e)),
+            _ => None,
+        })?;
+        for event in events {
+            match event {
+                ShowtimeEvent::PaymentStarted(e) => hold.on_payment_started(&e),
+                ShowtimeEvent::PaymentFailed(e) => hold.on_payment_failed(&e),
+                ShowtimeEvent::TicketsIssued(e) => {
+                    hold.status = HoldStatus::Confirmed {
+                        payment_id: e.payment_id,
+                    }
+                }
+                ShowtimeEvent::HoldReleased { .. } => hold.status = HoldStatus::Released,
+                ShowtimeEvent::HoldExpired { .. } => hold.status = HoldStatus::Expired,
+                _ => {}
+            }
+        }
+        Some(hold)
+    }
+
+    fn placed(e: SeatsHeld) -> Hold {
+        Hold {
+            id: e.reservation_id,
+            customer_id: e.customer_id,
+            seats: e.seats,
+            total: e.total,
+            held_at: e.held_at,
+            expires_at: e.expires_at,
+            status: HoldStatus::Held,
+        }
+    }
+
+    fn on_payment_started(&mut self, e: &PaymentStarted) {
+        self.status = HoldStatus::Paying {
+            payment_id: e.payment_id,
+            pinned_until: e.pinned_until,
+        };
+    }
+
+    fn on_payment_failed(&mut self, e: &PaymentFailed) {
+        if let HoldStatus::Paying {
+            payment_id,
+            pinned_until,
+        } = self.status
+        {
+            if payment_id == e.payment_id {
+                // Back to waiting for payment, but never past the pin: once the pin has run out
+                // the seats may already belong to someone else.
+                self.expires_at = self.expires_at.min(pinned_until);
+                self.status = HoldStatus::Held;
+            }
+        }
+    }
 }
 
 /// A ticket's standing.
@@ -233,6 +301,11 @@ pub struct Showtime {
     pub cancelled_at: Option<DateTime<Utc>>,
     /// The latest time any recorded decision was made at; decisions never go back before it.
     pub clock: Option<DateTime<Utc>>,
+    /// The holds that still matter to decisions: open ones (held or paying, also past their
+    /// deadline until the expiry is recorded) and paid ones (at most one per seat). A hold
+    /// that is released or runs out is dropped when that is recorded, so a showtime under
+    /// churn keeps what its seats need, not its whole history; [`Hold::replay`] reads a
+    /// dropped one back from the log.
     pub holds: BTreeMap<ReservationId, Hold>,
     pub tickets: BTreeMap<TicketId, Ticket>,
     pub payments: BTreeMap<PaymentId, Payment>,
@@ -242,13 +315,19 @@ pub struct Showtime {
     /// time; `Hold::is_live` decides.
     seat_holder: HashMap<SeatLabel, ReservationId>,
     /// Each customer's row of holds: its latest hold is released when they hold again, and
-    /// its start bounds how long the next hold may last.
+    /// its start bounds how long the next hold may last. One entry per customer who ever
+    /// held seats here (what the cooldown needs, whatever its length).
     customer_row: HashMap<UserId, HoldRow>,
     /// The valid ticket of each sold seat.
     sold: HashMap<SeatLabel, TicketId>,
 }
 
 impl Showtime {
+    /// The version of the state's stored shape and of the fold that builds it: a snapshot
+    /// (the state written out) is only valid for the code that wrote it. Raise it whenever a
+    /// field of the state changes, or what an event does to it.
+    pub const SNAPSHOT_FORMAT: i32 = 1;
+
     /// Whether the showtime has been scheduled.
     pub fn exists(&self) -> bool {
         self.details.is_some()
@@ -350,6 +429,10 @@ impl Showtime {
                 self.seat_holder.remove(seat);
             }
         }
+        // No decision reads a released or run-out hold again: its row keeps when it closed.
+        if hold.is_dropped() {
+            self.holds.remove(&id);
+        }
     }
 
     fn apply_scheduled(&mut self, id: ShowtimeId, details: ShowtimeDetails) {
@@ -373,26 +456,12 @@ impl Showtime {
                 last_closed_at: None,
             },
         );
-        self.holds.insert(
-            e.reservation_id,
-            Hold {
-                id: e.reservation_id,
-                customer_id: e.customer_id,
-                seats: e.seats,
-                total: e.total,
-                held_at: e.held_at,
-                expires_at: e.expires_at,
-                status: HoldStatus::Held,
-            },
-        );
+        self.holds.insert(e.reservation_id, Hold::placed(e));
     }
 
     fn apply_payment_started(&mut self, e: PaymentStarted) {
         if let Some(hold) = self.holds.get_mut(&e.reservation_id) {
-            hold.status = HoldStatus::Paying {
-                payment_id: e.payment_id,
-                pinned_until: e.pinned_until,
-            };
+            hold.on_payment_started(&e);
         }
         self.payments.insert(
             e.payment_id,
@@ -408,20 +477,8 @@ impl Showtime {
         if let Some(p) = self.payments.get_mut(&e.payment_id) {
             p.state = PaymentState::Failed;
         }
-        let Some(hold) = self.holds.get_mut(&e.reservation_id) else {
-            return;
-        };
-        if let HoldStatus::Paying {
-            payment_id,
-            pinned_until,
-        } = hold.status
-        {
-            if payment_id == e.payment_id {
-                // Back to waiting for payment, but never past the pin: once the pin has run out
-                // the seats may already belong to someone else.
-                hold.expires_at = hold.expires_at.min(pinned_until);
-                hold.status = HoldStatus::Held;
-            }
+        if let Some(hold) = self.holds.get_mut(&e.reservation_id) {
+            hold.on_payment_failed(&e);
         }
     }
 

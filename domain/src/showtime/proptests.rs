@@ -38,12 +38,17 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn command(op: &Op, minute: i64, n: usize) -> ShowtimeCommand {
+/// The command for `op`. Reservation ids are fresh, as the engine's are: a hold in slot `r`
+/// gets a new id, and the other commands name the latest hold placed in their slot.
+fn command(op: &Op, minute: i64, n: usize, slots: &mut [ReservationId; 12]) -> ShowtimeCommand {
     let now = t(minute);
     let pid = |p: u8| PaymentId(Uuid::from_u128(0x2000 + p as u128));
     match op.clone() {
         Op::Hold { r, u, seats } => ShowtimeCommand::HoldSeats(HoldSeats {
-            reservation_id: res(r as u128),
+            reservation_id: {
+                slots[r as usize] = res(1000 + n as u128);
+                slots[r as usize]
+            },
             customer_id: user(u as u128),
             seats: seats
                 .into_iter()
@@ -54,23 +59,23 @@ fn command(op: &Op, minute: i64, n: usize) -> ShowtimeCommand {
             now,
         }),
         Op::Release { r, u } => ShowtimeCommand::ReleaseHold(ReleaseHold {
-            reservation_id: res(r as u128),
+            reservation_id: slots[r as usize],
             customer_id: user(u as u128),
             now,
         }),
         Op::Expire { r } => ShowtimeCommand::ExpireHold(ExpireHold {
-            reservation_id: res(r as u128),
+            reservation_id: slots[r as usize],
             now,
         }),
         Op::Start { r, u, p, pin } => ShowtimeCommand::StartPayment(StartPayment {
-            reservation_id: res(r as u128),
+            reservation_id: slots[r as usize],
             customer_id: user(u as u128),
             payment_id: pid(p),
             pin_for: TimeDelta::minutes(pin),
             now,
         }),
         Op::Confirm { r, p } => ShowtimeCommand::ConfirmPayment(ConfirmPayment {
-            reservation_id: res(r as u128),
+            reservation_id: slots[r as usize],
             payment_id: pid(p),
             tickets: (0..10)
                 .map(|i| NewTicket {
@@ -81,7 +86,7 @@ fn command(op: &Op, minute: i64, n: usize) -> ShowtimeCommand {
             now,
         }),
         Op::Fail { r, p } => ShowtimeCommand::FailPayment(FailPayment {
-            reservation_id: res(r as u128),
+            reservation_id: slots[r as usize],
             payment_id: pid(p),
             reason: "card_declined".into(),
             retryable: true,
@@ -113,21 +118,49 @@ proptest! {
         let first = scheduled();
         auditor.observe(&first);
         state.apply(first);
+        let mut log = Vec::new();
+        let mut slots: [ReservationId; 12] = std::array::from_fn(|r| res(r as u128));
         let mut minute = 0;
         for (n, (op, jump)) in steps.iter().enumerate() {
             // Mostly forward in time, sometimes a little back (clock skew between callers).
             minute = if jump % 9 == 0 { minute - jump % 3 } else { minute + jump % 4 };
-            let cmd = fit_tickets(&state, command(op, minute, n));
+            let cmd = fit_tickets(&state, command(op, minute, n, &mut slots));
             if let Ok(events) = state.decide(cmd) {
                 for e in events {
                     auditor.observe(&e);
+                    log.push(e.clone());
                     state.apply(e);
                 }
             }
             prop_assert!(auditor.violations.is_empty(), "{:?}", auditor.violations);
             check_state(&state)?;
+            check_kept_holds(&state, &log)?;
         }
     }
+}
+
+/// The showtime keeps exactly the holds that are open or paid, each as its own events tell
+/// it ([`Hold::replay`]); every hold it dropped was released or ran out.
+fn check_kept_holds(state: &Showtime, log: &[ShowtimeEvent]) -> Result<(), TestCaseError> {
+    let placed = log.iter().filter_map(|e| match e {
+        ShowtimeEvent::SeatsHeld(h) => Some(h.reservation_id),
+        _ => None,
+    });
+    for r in placed {
+        let own = log
+            .iter()
+            .filter(|e| e.reservation_id() == Some(r))
+            .cloned();
+        let replayed = Hold::replay(own).expect("a placed hold replays");
+        match state.holds.get(&r) {
+            Some(kept) => {
+                prop_assert!(!kept.is_dropped(), "kept a closed hold {kept:?}");
+                prop_assert_eq!(kept, &replayed);
+            }
+            None => prop_assert!(replayed.is_dropped(), "dropped an open hold {replayed:?}"),
+        }
+    }
+    Ok(())
 }
 
 /// The aggregate's own view agrees: each sold seat has exactly one valid ticket, and no seat
