@@ -389,16 +389,7 @@ impl Writers {
         }
         if !loaded.showtime.takes_holds_at(crate::event_store::now()) {
             // No writer will snapshot a closed showtime: its readers do, once.
-            let every = self.parts.snapshot_every;
-            if every > 0 && loaded.version >= loaded.snapshot + every {
-                let state = loaded.showtime.clone();
-                tokio::spawn(store_snapshot(
-                    self.store.clone(),
-                    id,
-                    loaded.version,
-                    state,
-                ));
-            }
+            self.snapshot_if_behind(id, &loaded);
             return Ok(Some(Arc::new(RwLock::new(Committed {
                 showtime: loaded.showtime,
                 version: loaded.version,
@@ -490,6 +481,7 @@ impl Writers {
             // Not cached: a showtime scheduled a moment later must not meet a stale writer.
             return Err(StartError::Missing);
         }
+        let snapshot = self.snapshot_if_behind(id, &loaded);
         let (queue, jobs) = mpsc::channel(self.queue_capacity);
         let handle = Handle {
             queue,
@@ -506,13 +498,34 @@ impl Writers {
             ahead: false,
             committed: handle.state.clone(),
             version: loaded.version,
-            snapshot: loaded.snapshot,
+            snapshot,
             parts: self.parts.clone(),
         };
         let alive = Alive::new(self.parts.running.clone());
         let life = (handle.busy.clone(), handle.stop.clone());
         self.thread.handle().spawn(task.run(jobs, life, alive));
         Ok(handle)
+    }
+}
+
+impl Writers {
+    /// Stores a snapshot of a showtime just loaded if its last one is at least
+    /// [`Parts::snapshot_every`] events behind (or missing), in the background, so that the
+    /// next start does not fold those events again. Returns the sequence of the showtime's
+    /// latest snapshot, stored or asked for.
+    fn snapshot_if_behind(&self, id: ShowtimeId, loaded: &LoadedShowtime) -> usize {
+        let every = self.parts.snapshot_every;
+        if every == 0 || loaded.version < loaded.snapshot + every {
+            return loaded.snapshot;
+        }
+        let state = loaded.showtime.clone();
+        tokio::spawn(store_snapshot(
+            self.store.clone(),
+            id,
+            loaded.version,
+            state,
+        ));
+        loaded.version
     }
 }
 
@@ -694,9 +707,9 @@ impl Writer {
     }
 
     /// Stores a snapshot of the committed state once [`Parts::snapshot_every`] events have
-    /// passed since the last one (also at the first batch of a writer that had to fold a
-    /// long log). Written out off the writers' thread, and stored in the background: a
-    /// snapshot that fails is only a slower start, and the next one comes as due.
+    /// passed since the last one. Written out off the writers' thread, and stored in the
+    /// background: a snapshot that fails is only a slower start, and the next one comes as
+    /// due.
     fn snapshot_if_due(&mut self) {
         let every = self.parts.snapshot_every;
         if every == 0 || self.ahead || self.version < self.snapshot + every {

@@ -364,3 +364,32 @@ async fn a_showtime_loads_from_its_latest_snapshot_and_the_events_after_it() {
         assert_eq!(serde_json::to_value(&loaded.showtime).unwrap(), folded);
     }
 }
+
+#[tokio::test]
+async fn a_showtime_loaded_far_past_its_latest_snapshot_stores_a_new_one_at_once() {
+    let mut config = test_config(&fresh_database());
+    config.snapshot_every = 1_000;
+    let app = spawn_with(config).await;
+    let showtime = app.showtime().await;
+    let ann = app.customer().await;
+    for seats in [["A1"], ["A2"], ["A3"]] {
+        app.held(&ann, &showtime, &seats).await;
+    }
+    let events = app.event_types(&showtime).await.len() as i64;
+    assert_eq!(snapshot_sequence(&app, &showtime).await, None);
+
+    // Another process, snapshotting every 3 events, only reads the showtime.
+    let mut config = app.config.clone();
+    config.snapshot_every = 3;
+    let reader = spawn_roles(
+        config,
+        Roles {
+            api: true,
+            relay: false,
+            projector: false,
+        },
+    )
+    .await;
+    let (_open, _) = snapshot(&reader, &showtime).await;
+    assert_eq!(snapshot_sequence(&app, &showtime).await, Some(events));
+}
