@@ -211,7 +211,7 @@ async fn fresh_database(server: &str, name: &str) -> anyhow::Result<PgPool> {
     sqlx::query(&format!("drop database if exists {name} with (force)"))
         .execute(&admin)
         .await?;
-    marquee_api::db::connect_and_migrate(&target::database_url(server, name)).await
+    marquee_event_store::db::connect_and_migrate(&target::database_url(server, name)).await
 }
 
 /// A fresh database with a generated history.

@@ -12,10 +12,10 @@
 //! process's peak memory can be measured from outside.
 
 use anyhow::Context;
-use marquee_api::event_store::EventStore;
-use marquee_api::writer::DEFAULT_SNAPSHOT_EVERY;
 use marquee_domain::showtime::Showtime;
 use marquee_domain::ShowtimeId;
+use marquee_event_store::event_store::EventStore;
+use marquee_event_store::writer::DEFAULT_SNAPSHOT_EVERY;
 use sqlx::PgPool;
 use std::time::Instant;
 

@@ -154,6 +154,11 @@ impl AuthUser {
     pub fn is_admin(&self) -> bool {
         self.roles.iter().any(|r| r == ADMIN)
     }
+
+    /// The metadata of the events this user's request causes.
+    pub fn metadata(&self) -> marquee_event_store::event_store::Metadata {
+        marquee_event_store::event_store::Metadata::for_user(self.id, self.request_id.clone())
+    }
 }
 
 /// The request id set (or passed on) by the request-id middleware, at most 64 visible ASCII

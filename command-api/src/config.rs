@@ -1,8 +1,8 @@
 //! Configuration from environment variables, each with a working default.
 
-use crate::writer::DEFAULT_SNAPSHOT_EVERY;
-use crate::writer_registry::DEFAULT_MAX_WRITERS;
 use anyhow::{bail, Context};
+use marquee_event_store::writer::DEFAULT_SNAPSHOT_EVERY;
+use marquee_event_store::writer_registry::DEFAULT_MAX_WRITERS;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -80,7 +80,7 @@ pub struct Config {
     pub max_lag: Option<Duration>,
     /// `MARQUEE_SHOWTIME_WRITER`: `batched` (the default) or `direct`, the stock
     /// load-decide-append-retry path, kept as the benchmark baseline.
-    pub writer_mode: crate::writer::WriterMode,
+    pub writer_mode: marquee_event_store::writer::WriterMode,
     /// `MARQUEE_RATE_LIMITS`: the limits on logging in, registering and booking; `None` (the
     /// setting `off`) turns them off, e.g. for load tests from one address.
     pub rate_limits: Option<crate::ratelimit::RateLimits>,
@@ -148,10 +148,10 @@ fn secrets(
     Ok((jwt_secret, admin))
 }
 
-fn writer_mode(setting: Option<&str>) -> anyhow::Result<crate::writer::WriterMode> {
+fn writer_mode(setting: Option<&str>) -> anyhow::Result<marquee_event_store::writer::WriterMode> {
     match setting {
-        None | Some("batched") => Ok(crate::writer::WriterMode::Batched),
-        Some("direct") => Ok(crate::writer::WriterMode::Direct),
+        None | Some("batched") => Ok(marquee_event_store::writer::WriterMode::Batched),
+        Some("direct") => Ok(marquee_event_store::writer::WriterMode::Direct),
         Some(other) => bail!("MARQUEE_SHOWTIME_WRITER must be batched or direct, got {other:?}"),
     }
 }

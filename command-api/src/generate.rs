@@ -7,7 +7,6 @@
 //! The command-side lookup tables are not filled, so use the result for history, export and
 //! replay, not for booking.
 
-use crate::event_store::{insert, to_new_events, Actor, Metadata, NewEvent};
 use anyhow::bail;
 use chrono::{DateTime, TimeDelta, Utc};
 use cqrs_es::Aggregate;
@@ -16,6 +15,7 @@ use marquee_domain::movie::{Movie, MovieCommand, MovieDetails};
 use marquee_domain::showtime::*;
 use marquee_domain::theater::{Location, Screen, Slot, Theater, TheaterCommand, TheaterDetails};
 use marquee_domain::*;
+use marquee_event_store::event_store::{insert, to_new_events, Actor, Metadata, NewEvent};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use sqlx::PgPool;

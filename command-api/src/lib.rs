@@ -1,14 +1,8 @@
-//! Marquee's command side: the HTTP API, the per-showtime writers, the event store wiring and
-//! the hold-expiry timer. The `marquee` binary (`main.rs`) is a thin shell around [`startup`].
+//! Marquee's command side: the HTTP API, the hold-expiry timer and the payment reconciler,
+//! over the event store of `marquee_event_store`. The `marquee` binary (`main.rs`) is a thin
+//! shell around [`startup`].
 //!
 //! - [`config`]: environment variables and their defaults.
-//! - [`db`]: creating the database and applying migrations.
-//! - [`event_store`]: loading aggregates (postgres-es) and appending events.
-//! - [`writer`]: one writer task per active showtime, batching appends.
-//! - [`writer_registry`]: which showtimes have a writer, and which to stop past the cap.
-//! - [`booking_index`]: lookups derived from showtime events in the same transaction.
-//! - [`group_commit`]: one commit for the batches of many showtime writers.
-//! - [`reservation_cache`]: the showtime and customer of recent reservations, in memory.
 //! - [`auth`]: bearer tokens, the extractors checking them, and the bootstrap admin.
 //! - [`passwords`]: the password rule, and argon2id hashing, a bounded number at a time.
 //! - [`payment`]: the payment provider trait and the built-in test card processor.
@@ -31,15 +25,11 @@
 
 pub mod admission;
 pub mod auth;
-pub mod booking_index;
 pub mod check;
 pub mod config;
-pub mod db;
 pub mod deadlines;
 pub mod error;
-pub mod event_store;
 pub mod generate;
-pub mod group_commit;
 pub mod headers;
 pub mod history;
 pub mod idempotency;
@@ -51,11 +41,8 @@ pub mod payment;
 pub mod ratelimit;
 pub mod readiness;
 pub mod reconcile;
-pub mod reservation_cache;
 pub mod routes;
 pub mod server;
 pub mod startup;
 pub mod state;
 pub mod timer;
-pub mod writer;
-pub mod writer_registry;

@@ -24,11 +24,11 @@
 //! guessed. The read model has no sequence and lags the stream, so a viewer who arrived between
 //! a commit and its projection would miss that change for good.
 
-use crate::writer::Writers;
 use chrono::Utc;
 use futures::StreamExt;
 use marquee_domain::showtime::{SeatState, Showtime, ShowtimeEvent};
 use marquee_domain::ShowtimeId;
+use marquee_event_store::writer::Writers;
 use marquee_nats::{Envelope, Namespace};
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -205,7 +205,7 @@ impl LiveSeats {
         writers: &Writers,
         id: Uuid,
         snapshot: impl Fn(&Showtime, usize) -> T,
-    ) -> Result<Option<(T, Subscription)>, crate::event_store::StoreError> {
+    ) -> Result<Option<(T, Subscription)>, marquee_event_store::event_store::StoreError> {
         // Whatever happens from here (a failed load, this future dropped midway), dropping
         // the watcher takes it out of the hub.
         let watcher = self.enter(id);
@@ -219,7 +219,7 @@ impl LiveSeats {
                 return Ok(None);
             }
         }
-        Err(crate::event_store::StoreError::Other(
+        Err(marquee_event_store::event_store::StoreError::Other(
             "the live seat map keeps missing events".into(),
         ))
     }
@@ -262,7 +262,7 @@ impl LiveSeats {
         &self,
         writers: &Writers,
         id: Uuid,
-    ) -> Result<bool, crate::event_store::StoreError> {
+    ) -> Result<bool, marquee_event_store::event_store::StoreError> {
         // Read only: watching a closed showtime must not start its writer.
         let Some(shared) = writers.read(ShowtimeId(id)).await? else {
             return Ok(false);

@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Projector => run(config, only(false, false, true)).await,
         Command::Events(args) => export(config, args).await,
         Command::GenerateHistory { events, seed } => {
-            let pool = marquee_api::db::connect_and_migrate(&config.database_url).await?;
+            let pool = marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
             let progress = if std::io::stderr().is_terminal() {
                 indicatif::ProgressBar::new(events)
             } else {
@@ -138,7 +138,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Replay { projections } => {
-            let pool = marquee_api::db::connect_and_migrate(&config.database_url).await?;
+            let pool = marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
             let report =
                 marquee_api::operator::replay(&pool, &projections, std::io::stderr().is_terminal())
                     .await?;
@@ -155,7 +155,7 @@ async fn main() -> anyhow::Result<()> {
             wait,
             skip_read_models,
         } => {
-            let pool = marquee_api::db::connect_and_migrate(&config.database_url).await?;
+            let pool = marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
             let wait = (!skip_read_models).then(|| std::time::Duration::from_secs(wait));
             let findings =
                 marquee_api::operator::check(&pool, wait, std::io::stderr().is_terminal()).await?;
@@ -187,7 +187,7 @@ async fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Command::Migrate => {
-            marquee_api::db::connect_and_migrate(&config.database_url).await?;
+            marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
             tracing::info!("database is up to date");
             Ok(())
         }
@@ -227,7 +227,7 @@ fn raise_open_files_limit() {
 }
 
 async fn export(config: Config, args: EventsArgs) -> anyhow::Result<()> {
-    let pool = marquee_api::db::connect_and_migrate(&config.database_url).await?;
+    let pool = marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
     let filter = Filter {
         aggregate_type: args.aggregate_type,
         aggregate_id: args.aggregate_id,

@@ -18,14 +18,14 @@
 //! money twice. Several processes may run this pass: the aggregate refuses to settle a
 //! payment twice, and a refund id is paid once.
 
-use crate::event_store::{now, Actor, Metadata};
 use crate::payment::{ChargeStatus, PaymentError, PaymentProvider};
-use crate::writer::{WriteError, Writers};
 use marquee_domain::showtime::{
     ConfirmPayment, FailPayment, NewTicket, PaymentState, ShowtimeCommand, ShowtimeEvent,
     MAX_SEATS_PER_HOLD,
 };
 use marquee_domain::{Currency, Money, PaymentId, ReservationId, ShowtimeId, TicketId};
+use marquee_event_store::event_store::{now, Actor, Metadata};
+use marquee_event_store::writer::{WriteError, Writers};
 use rand::Rng;
 use sqlx::PgPool;
 use std::sync::Arc;

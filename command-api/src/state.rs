@@ -2,9 +2,9 @@
 
 use crate::auth::TokenKeys;
 use crate::config::Config;
-use crate::event_store::EventStore;
 use crate::payment::PaymentProvider;
-use crate::writer::Writers;
+use marquee_event_store::event_store::EventStore;
+use marquee_event_store::writer::Writers;
 use sqlx::PgPool;
 use std::sync::Arc;
 

@@ -5,10 +5,10 @@
 //! models. It reads its work list from `hold_timers`, which the writers keep in step with the
 //! events. Several processes may run it: an expiry recorded twice is refused by the aggregate.
 
-use crate::event_store::{now, Actor, Metadata};
-use crate::writer::{WriteError, Writers};
 use marquee_domain::showtime::{ExpireHold, ShowtimeCommand, ShowtimeError};
 use marquee_domain::{ReservationId, ShowtimeId};
+use marquee_event_store::event_store::{now, Actor, Metadata};
+use marquee_event_store::writer::{WriteError, Writers};
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;

@@ -3,7 +3,6 @@
 use super::dto::Errors;
 use crate::auth::Admin;
 use crate::error::{ApiError, AppJson, AppPath, AppQuery};
-use crate::event_store::Metadata;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -190,7 +189,7 @@ async fn create(
         .execute::<MovieAggregate>(
             &id.to_string(),
             MovieCommand::Add { id, details },
-            &Metadata::for_user(&admin),
+            &admin.metadata(),
         )
         .await?
         .map_err(movie_error)?;
@@ -240,7 +239,7 @@ async fn update(
         .execute::<MovieAggregate>(
             &id.to_string(),
             MovieCommand::Update(changes),
-            &Metadata::for_user(&admin),
+            &admin.metadata(),
         )
         .await?
         .map_err(movie_error)?;
@@ -314,7 +313,12 @@ async fn playing(
         title,
         genre,
     };
-    let found = read::playing(&state.pool, &filter, crate::event_store::now()).await?;
+    let found = read::playing(
+        &state.pool,
+        &filter,
+        marquee_event_store::event_store::now(),
+    )
+    .await?;
     let movies = found
         .into_iter()
         .map(|(movie, shows)| PlayingMovie {

@@ -4,9 +4,7 @@ use super::dto::MoneyDto;
 use super::showtimes::write_error;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, AppJson, AppPath};
-use crate::event_store::{now, Metadata};
 use crate::state::AppState;
-use crate::writer::WriteError;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -14,6 +12,8 @@ use marquee_domain::showtime::{
     Hold, HoldSeats, ReleaseHold, ShowtimeCommand, ShowtimeError, MAX_SEATS_PER_HOLD,
 };
 use marquee_domain::{ReservationId, SeatLabel, ShowtimeId, UserId};
+use marquee_event_store::event_store::now;
+use marquee_event_store::writer::WriteError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -165,7 +165,7 @@ async fn create(
     });
     let events = state
         .writers
-        .execute(showtime, command, Metadata::for_user(&user))
+        .execute(showtime, command, user.metadata())
         .await
         .map_err(write_error)?;
     let held = events
@@ -276,7 +276,7 @@ async fn release(
     });
     match state
         .writers
-        .execute(showtime, command, Metadata::for_user(&user))
+        .execute(showtime, command, user.metadata())
         .await
         .map_err(closed_if_unknown)
     {

@@ -4,9 +4,7 @@ use super::dto::{money_of, Errors, MoneyDto};
 use super::{movies, theaters};
 use crate::auth::{Admin, MaybeUser};
 use crate::error::{ApiError, AppJson, AppPath, AppQuery};
-use crate::event_store::{insert, now, to_new_events, Metadata, StoreError};
 use crate::state::AppState;
-use crate::writer::WriteError;
 use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::{DateTime, TimeDelta, Utc};
@@ -17,6 +15,8 @@ use marquee_domain::showtime::{
 };
 use marquee_domain::theater::{Slot, Theater, TheaterCommand, CLEANING_GAP_MINUTES};
 use marquee_domain::{Money, MovieId, ScreenId, ShowtimeId, TheaterId};
+use marquee_event_store::event_store::{insert, now, to_new_events, StoreError};
+use marquee_event_store::writer::WriteError;
 use marquee_projections::seat_maps;
 use marquee_projections::showtimes::{self as read, ShowtimeRow};
 use serde::{Deserialize, Serialize};
@@ -201,7 +201,7 @@ async fn create(
     let req = parse_new(body, at)?;
     let movie = movies::load(&state, req.movie_id.0).await?;
     let runtime = movie.details.as_ref().map_or(0, |d| d.runtime_minutes);
-    let meta = Metadata::for_user(&admin).named("ScheduleShowtime");
+    let meta = admin.metadata().named("ScheduleShowtime");
     let id = ShowtimeId(Uuid::now_v7());
     for _ in 0..8 {
         let (theater, version) = state
@@ -268,7 +268,7 @@ async fn create(
 
 /// Reads from the committed state of a showtime without copying it (a hot showtime's state
 /// holds every hold and ticket), or 404. A closed or unknown showtime is read from the store
-/// without starting its writer (see [`crate::writer::Writers::read`]).
+/// without starting its writer (see [`marquee_event_store::writer::Writers::read`]).
 pub async fn read_state<T>(
     state: &AppState,
     id: Uuid,
@@ -320,7 +320,7 @@ async fn cancel(
     Admin(admin): Admin,
     AppPath(id): AppPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    let meta = Metadata::for_user(&admin);
+    let meta = admin.metadata();
     let showtime = ShowtimeId(id);
     let events = state
         .writers

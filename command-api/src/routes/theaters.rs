@@ -3,7 +3,6 @@
 use super::dto::Errors;
 use crate::auth::Admin;
 use crate::error::{ApiError, AppJson, AppPath, AppQuery};
-use crate::event_store::Metadata;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -261,7 +260,7 @@ async fn create(
         details,
         screens,
     };
-    let meta = Metadata::for_user(&admin);
+    let meta = admin.metadata();
     let (theater, _) = state
         .store
         .execute::<TheaterAggregate>(&id.to_string(), command, &meta)
@@ -370,7 +369,7 @@ async fn update(
     if let Some(tz) = &changes.timezone {
         check_known_timezone(&state, tz).await?;
     }
-    let meta = Metadata::for_user(&admin);
+    let meta = admin.metadata();
     let (theater, _) = state
         .store
         .execute::<TheaterAggregate>(&id.to_string(), TheaterCommand::Update(changes), &meta)

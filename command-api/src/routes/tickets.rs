@@ -11,7 +11,6 @@ use super::showtimes::{read_state, write_error};
 use super::{movies, theaters};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, AppJson, AppPath, AppQuery};
-use crate::event_store::{now, Metadata};
 use crate::payment::{luhn_valid, Card, PaymentError};
 use crate::reconcile;
 use crate::state::AppState;
@@ -23,6 +22,7 @@ use marquee_domain::showtime::{
     TicketStatus,
 };
 use marquee_domain::{PaymentId, ReservationId, ShowtimeId, TicketId};
+use marquee_event_store::event_store::{now, Metadata};
 use marquee_projections::tickets as read;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -183,7 +183,7 @@ async fn buy(
     let reservation = ReservationId(body.reservation_id);
     let showtime = showtime_of(&state, reservation.0, user.id).await?;
     let payment = PaymentId(Uuid::now_v7());
-    let meta = Metadata::for_user(&user);
+    let meta = user.metadata();
     let pin_for = TimeDelta::from_std(state.config.payment_pin).expect("pin time fits");
     let started = state
         .writers

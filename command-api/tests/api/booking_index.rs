@@ -3,8 +3,6 @@
 
 use crate::helpers::{fresh_database, test_config};
 use chrono::{Duration, Utc};
-use marquee_api::booking_index;
-use marquee_api::event_store::{to_new_events, Actor, Metadata, StoreError};
 use marquee_domain::showtime::{
     IssuedTicket, PaymentFailed, PaymentStarted, ReleaseReason, SeatsHeld, Showtime, ShowtimeEvent,
     TicketRefunded, TicketsIssued,
@@ -12,6 +10,8 @@ use marquee_domain::showtime::{
 use marquee_domain::{
     Currency, Money, PaymentId, ReservationId, SeatLabel, ShowtimeId, TicketId, UserId,
 };
+use marquee_event_store::booking_index;
+use marquee_event_store::event_store::{to_new_events, Actor, Metadata, StoreError};
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -130,7 +130,7 @@ fn story() -> Vec<ShowtimeEvent> {
 /// refunds meanwhile.
 async fn database_alone() -> PgPool {
     let config = test_config(&fresh_database());
-    marquee_api::db::connect_and_migrate(&config.database_url)
+    marquee_event_store::db::connect_and_migrate(&config.database_url)
         .await
         .unwrap()
 }
@@ -249,7 +249,7 @@ async fn a_batch_of_common_events_in_one_statement_leaves_the_rows_of_one_by_one
 fn rows_of(
     showtime: ShowtimeId,
     events: &[ShowtimeEvent],
-) -> Vec<marquee_api::event_store::NewEvent> {
+) -> Vec<marquee_event_store::event_store::NewEvent> {
     to_new_events::<Showtime>(
         &showtime.to_string(),
         0,
@@ -260,7 +260,7 @@ fn rows_of(
 
 #[tokio::test]
 async fn a_group_commit_writes_every_batch_but_one_whose_showtime_was_written_first() {
-    use marquee_api::group_commit::{write, Batch};
+    use marquee_event_store::group_commit::{write, Batch};
     let pool = &database_alone().await;
     let story = story();
     let [s1, s2, s3] = [(); 3].map(|_| ShowtimeId(Uuid::now_v7()));

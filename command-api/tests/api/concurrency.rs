@@ -136,7 +136,7 @@ async fn two_engine_processes_on_one_database_never_share_a_seat() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_direct_writer_baseline_never_shares_a_seat_either() {
     let mut config = test_config(&fresh_database());
-    config.writer_mode = marquee_api::writer::WriterMode::Direct;
+    config.writer_mode = marquee_event_store::writer::WriterMode::Direct;
     let app = spawn_with(config).await;
     contend(&[&app]).await;
 }

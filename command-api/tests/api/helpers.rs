@@ -43,13 +43,13 @@ pub fn test_config(database: &str) -> Config {
         body_timeout: Duration::from_secs(5),
         request_timeout: Duration::from_secs(60),
         showtime_queue: 4096,
-        max_writers: marquee_api::writer_registry::DEFAULT_MAX_WRITERS,
-        snapshot_every: marquee_api::writer::DEFAULT_SNAPSHOT_EVERY,
+        max_writers: marquee_event_store::writer_registry::DEFAULT_MAX_WRITERS,
+        snapshot_every: marquee_event_store::writer::DEFAULT_SNAPSHOT_EVERY,
         showtime_max_wait: None,
         max_in_flight: None,
         // Tests share two cores: a busy moment must not shed their requests.
         max_lag: None,
-        writer_mode: marquee_api::writer::WriterMode::Batched,
+        writer_mode: marquee_event_store::writer::WriterMode::Batched,
         // Tests drive many requests from one address; `security.rs` turns limits on itself.
         rate_limits: None,
         proxy_hops: 0,

@@ -228,7 +228,7 @@ async fn closed_holds_leave_the_showtime_state_and_still_answer_by_id_from_the_l
     let expire = marquee_domain::showtime::ShowtimeCommand::ExpireHold(
         marquee_domain::showtime::ExpireHold {
             reservation_id: marquee_domain::ReservationId(running_out.parse().unwrap()),
-            now: marquee_api::event_store::now() + chrono::TimeDelta::hours(1),
+            now: marquee_event_store::event_store::now() + chrono::TimeDelta::hours(1),
         },
     );
     let recorded = app
@@ -237,7 +237,9 @@ async fn closed_holds_leave_the_showtime_state_and_still_answer_by_id_from_the_l
         .execute(
             marquee_domain::ShowtimeId(showtime.parse().unwrap()),
             expire,
-            marquee_api::event_store::Metadata::engine(marquee_api::event_store::Actor::Timer),
+            marquee_event_store::event_store::Metadata::engine(
+                marquee_event_store::event_store::Actor::Timer,
+            ),
         )
         .await
         .unwrap();

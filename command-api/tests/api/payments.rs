@@ -216,9 +216,10 @@ async fn cancelling_a_showtime_pays_back_every_ticket() {
 #[tokio::test]
 async fn a_refund_the_processor_refuses_stays_due_with_its_error_and_backs_off() {
     // No engine running: this pass is the only one.
-    let pool = marquee_api::db::connect_and_migrate(&test_config(&fresh_database()).database_url)
-        .await
-        .unwrap();
+    let pool =
+        marquee_event_store::db::connect_and_migrate(&test_config(&fresh_database()).database_url)
+            .await
+            .unwrap();
     let processor = TestCardProcessor {
         pool: pool.clone(),
         latency: Duration::ZERO,

@@ -7,7 +7,6 @@
 //! writer (one round trip and one fsync for hundreds of events). The table's primary key stays
 //! the optimistic-concurrency check for both paths.
 
-use crate::auth::AuthUser;
 use chrono::Utc;
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
@@ -127,13 +126,13 @@ impl Metadata {
         }
     }
 
-    /// Metadata for a change a user asked for in an HTTP request.
-    pub fn for_user(user: &AuthUser) -> Self {
+    /// Metadata for a change `user` asked for in the request `request_id`.
+    pub fn for_user(user: UserId, request_id: String) -> Self {
         Self {
-            actor: Actor::User(user.id),
+            actor: Actor::User(user),
             command: "",
             causation_id: Uuid::nil(),
-            correlation_id: user.request_id.clone(),
+            correlation_id: request_id,
         }
     }
 
