@@ -11,8 +11,8 @@
 //! once its stream starts, so the seat-map streams are not cut. Reading headers has its own
 //! limit in the server itself (`crate::server`).
 
+use crate::app::MAX_REQUEST_BODY;
 use crate::error::ApiError;
-use crate::startup::MAX_REQUEST_BODY;
 use axum::body::{to_bytes, Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::middleware::Next;

@@ -12,9 +12,9 @@
 //! the verified user; registration has no user, so its key is scoped to the request itself
 //! (another client reusing the key gets no one else's answer).
 
+use crate::app::MAX_REQUEST_BODY;
 use crate::auth::{bearer, AuthUser};
 use crate::error::ApiError;
-use crate::startup::MAX_REQUEST_BODY;
 use crate::state::AppState;
 use axum::body::{to_bytes, Body};
 use axum::extract::{Request, State};

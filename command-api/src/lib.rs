@@ -20,10 +20,11 @@
 //! - [`deadlines`]: how long a request's body and its answer may take.
 //! - [`server`]: the HTTP/1 server loop, with a limit on reading request headers.
 //! - [`operator`]: `marquee events` (export) and `marquee replay`.
-//! - [`startup`]: builds the state and router, and runs the engine's roles (API, relay,
-//!   projector).
+//! - [`app`]: the HTTP surface: every route behind the engine's middleware.
+//! - [`startup`]: builds the state, and runs the engine's roles (API, relay, projector).
 
 pub mod admission;
+pub mod app;
 pub mod auth;
 pub mod check;
 pub mod config;

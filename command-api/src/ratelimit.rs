@@ -20,9 +20,9 @@
 //!
 //! [`Config::proxy_hops`]: crate::config::Config::proxy_hops
 
+use crate::app::MAX_REQUEST_BODY;
 use crate::auth::{bearer, TokenKeys};
 use crate::error::ApiError;
-use crate::startup::MAX_REQUEST_BODY;
 use anyhow::{bail, Context};
 use axum::body::{to_bytes, Body};
 use axum::extract::{ConnectInfo, Request, State};

@@ -93,10 +93,10 @@ pub fn router(store: Arc<dyn SeatStore>, engine: AppState) -> Router {
         .route("/v1/reservations/{id}", delete(release))
         .route("/v1/tickets", post(pay))
         .with_state(Baseline { store, keys })
-        .fallback_service(marquee_api::startup::routes().with_state(engine.clone()));
+        .fallback_service(marquee_api::app::routes().with_state(engine.clone()));
     // Behind the engine's own middleware, so a request costs every design the same outside
     // its booking logic.
-    marquee_api::startup::with_middleware(booking, engine)
+    marquee_api::app::with_middleware(booking, engine)
 }
 
 /// The caller, from a bearer token signed with the engine's keys.
