@@ -2,7 +2,9 @@
 //!
 //! Every 4xx/5xx leaves through [`ApiError`]: one `status()` match, one `IntoResponse`. Axum's
 //! own rejections (bad JSON, wrong content type, bad path) are turned into it by the
-//! extractors [`AppJson`], [`AppPath`] and [`AppQuery`]. Internal errors are logged once, with
+//! extractors [`AppJson`], [`AppPath`] and [`AppQuery`]; the domain's broken rules and the
+//! store's and writers' refusals by the `From` impls here, so a route only writes `?`.
+//! Internal errors are logged once, with
 //! their cause chain, by the metrics middleware (see [`log_internal_error`]) and never reach
 //! the client.
 
@@ -10,6 +12,11 @@ use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::{header, request::Parts, HeaderValue, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
+use marquee_domain::movie::MovieError;
+use marquee_domain::showtime::ShowtimeError;
+use marquee_domain::theater::TheaterError;
+use marquee_event_store::event_store::now;
+use marquee_event_store::writer::WriteError;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -316,6 +323,102 @@ impl From<marquee_event_store::event_store::StoreError> for ApiError {
         match e {
             StoreError::Unavailable(cause) => Self::Unavailable(cause),
             other => Self::Internal(other.into()),
+        }
+    }
+}
+
+impl From<WriteError> for ApiError {
+    /// A refused showtime command.
+    fn from(e: WriteError) -> Self {
+        match e {
+            WriteError::Overloaded => Self::Overloaded(
+                "this showtime is getting more requests than it can queue; retry shortly".into(),
+                1,
+            ),
+            WriteError::Store(e) => e.into(),
+            WriteError::Rejected(e) => e.into(),
+        }
+    }
+}
+
+impl From<ShowtimeError> for ApiError {
+    /// A broken showtime rule.
+    fn from(e: ShowtimeError) -> Self {
+        use ShowtimeError::*;
+        match e {
+            NotFound | ReservationNotFound => Self::NotFound,
+            ShowtimeClosed => {
+                Self::ShowtimeClosed("the showtime is cancelled or has already started".into())
+            }
+            NoSeats | TooManySeats | DuplicateSeat(_) => Self::field("seats", e.to_string()),
+            UnknownSeats(seats) => Self::field(
+                "seats",
+                format!(
+                    "the screen has no seat {}",
+                    seats
+                        .iter()
+                        .map(ToString::to_string)
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ),
+            SeatsUnavailable(seats) => {
+                Self::SeatsUnavailable(seats.iter().map(ToString::to_string).collect())
+            }
+            ReservationExpired => {
+                Self::ReservationExpired("the hold has expired or was released".into())
+            }
+            DuplicateReservation | DuplicatePayment | PaymentInProgress | AlreadyPaid => {
+                Self::Conflict(e.to_string())
+            }
+            HoldCooldown { retry_at } => Self::HoldCooldown {
+                retry_at,
+                // The writer may decide a little ahead of this process's clock; never promise
+                // less.
+                wait: (retry_at - now()).to_std().unwrap_or_default(),
+            },
+            UnpricedKind(kind) => Self::field(
+                format!("prices.{}", kind.as_str()),
+                "the screen has seats of this kind; give them a price",
+            ),
+            MixedCurrencies => Self::field("prices", "all prices must be in one currency"),
+            other => Self::Internal(anyhow::anyhow!("unexpected showtime rule: {other}")),
+        }
+    }
+}
+
+impl From<TheaterError> for ApiError {
+    /// A broken theater rule.
+    fn from(e: TheaterError) -> Self {
+        match e {
+            TheaterError::NotFound | TheaterError::UnknownScreen(_) => Self::NotFound,
+            TheaterError::AlreadyExists => Self::Conflict("the theater already exists".into()),
+            TheaterError::ScreenCount => Self::field("screens", e.to_string()),
+            TheaterError::BadLayout { index, source } => {
+                let field = match source.row() {
+                    Some(row) => format!("screens[{index}].layout[{row}]"),
+                    None => format!("screens[{index}].layout"),
+                };
+                Self::field(field, source.to_string())
+            }
+            TheaterError::DuplicateScreenName(_) | TheaterError::DuplicateScreenId(_) => {
+                Self::field("screens", e.to_string())
+            }
+            TheaterError::ScreenBusy(other) => Self::ScreenBusy(format!(
+                "the screen is busy with showtime {other} at that time (runtime plus cleaning gap)"
+            )),
+            TheaterError::EmptySlot => Self::field("starts_at", e.to_string()),
+        }
+    }
+}
+
+impl From<MovieError> for ApiError {
+    /// A broken movie rule.
+    fn from(e: MovieError) -> Self {
+        match e {
+            MovieError::NotFound => Self::NotFound,
+            MovieError::AlreadyExists => Self::Conflict(e.to_string()),
+            MovieError::BadRuntime => Self::field("runtime_minutes", e.to_string()),
         }
     }
 }

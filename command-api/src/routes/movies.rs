@@ -8,8 +8,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use chrono::NaiveDate;
 use marquee_domain::movie::{
-    Movie as MovieAggregate, MovieChanges, MovieCommand, MovieDetails, MovieError,
-    MAX_RUNTIME_MINUTES,
+    Movie as MovieAggregate, MovieChanges, MovieCommand, MovieDetails, MAX_RUNTIME_MINUTES,
 };
 use marquee_domain::MovieId;
 use marquee_projections::movies::{self as read, MovieRow, Playing};
@@ -90,14 +89,6 @@ impl Movie {
             poster_url: d.poster_url,
             trailer_url: d.trailer_url,
         })
-    }
-}
-
-fn movie_error(e: MovieError) -> ApiError {
-    match e {
-        MovieError::NotFound => ApiError::NotFound,
-        MovieError::AlreadyExists => ApiError::Conflict(e.to_string()),
-        MovieError::BadRuntime => ApiError::field("runtime_minutes", e.to_string()),
     }
 }
 
@@ -191,8 +182,7 @@ async fn create(
             MovieCommand::Add { id, details },
             &admin.metadata(),
         )
-        .await?
-        .map_err(movie_error)?;
+        .await??;
     let body = Movie::from_aggregate(&movie).expect("the movie was just added");
     Ok((StatusCode::CREATED, axum::Json(body)))
 }
@@ -241,8 +231,7 @@ async fn update(
             MovieCommand::Update(changes),
             &admin.metadata(),
         )
-        .await?
-        .map_err(movie_error)?;
+        .await??;
     Ok(axum::Json(
         Movie::from_aggregate(&movie).ok_or(ApiError::NotFound)?,
     ))

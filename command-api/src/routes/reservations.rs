@@ -1,7 +1,6 @@
 //! Holds: `POST /v1/reservations`, `GET` and `DELETE /v1/reservations/{id}`.
 
 use super::dto::MoneyDto;
-use super::showtimes::write_error;
 use crate::auth::AuthUser;
 use crate::error::{ApiError, AppJson, AppPath};
 use crate::state::AppState;
@@ -68,44 +67,6 @@ impl Reservation {
     }
 }
 
-/// Maps a broken showtime rule to its HTTP answer.
-pub fn rule_error(e: ShowtimeError) -> ApiError {
-    use ShowtimeError::*;
-    match e {
-        NotFound | ReservationNotFound => ApiError::NotFound,
-        ShowtimeClosed => {
-            ApiError::ShowtimeClosed("the showtime is cancelled or has already started".into())
-        }
-        NoSeats | TooManySeats | DuplicateSeat(_) => ApiError::field("seats", e.to_string()),
-        UnknownSeats(seats) => ApiError::field(
-            "seats",
-            format!(
-                "the screen has no seat {}",
-                seats
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        ),
-        SeatsUnavailable(seats) => {
-            ApiError::SeatsUnavailable(seats.iter().map(ToString::to_string).collect())
-        }
-        ReservationExpired => {
-            ApiError::ReservationExpired("the hold has expired or was released".into())
-        }
-        DuplicateReservation | DuplicatePayment | PaymentInProgress | AlreadyPaid => {
-            ApiError::Conflict(e.to_string())
-        }
-        HoldCooldown { retry_at } => ApiError::HoldCooldown {
-            retry_at,
-            // The writer may decide a little ahead of this process's clock; never promise less.
-            wait: (retry_at - now()).to_std().unwrap_or_default(),
-        },
-        other => ApiError::Internal(anyhow::anyhow!("unexpected showtime rule: {other}")),
-    }
-}
-
 fn parse_seats(raw: &[String]) -> Result<Vec<SeatLabel>, ApiError> {
     if raw.is_empty() || raw.len() > MAX_SEATS_PER_HOLD {
         return Err(ApiError::field(
@@ -166,8 +127,7 @@ async fn create(
     let events = state
         .writers
         .execute(showtime, command, user.metadata())
-        .await
-        .map_err(write_error)?;
+        .await?;
     let held = events
         .iter()
         .find_map(|e| match e {
@@ -284,6 +244,6 @@ async fn release(
         Ok(_) | Err(WriteError::Rejected(ShowtimeError::ReservationExpired)) => {
             Ok(StatusCode::NO_CONTENT)
         }
-        Err(e) => Err(write_error(e)),
+        Err(e) => Err(e.into()),
     }
 }

@@ -1,7 +1,7 @@
 //! Showtimes: scheduling and cancelling (admin), reading one, and its seat map.
 
 use super::dto::{money_of, Errors, MoneyDto};
-use super::{movies, theaters};
+use super::movies;
 use crate::auth::{Admin, MaybeUser};
 use crate::error::{ApiError, AppJson, AppPath, AppQuery};
 use crate::state::AppState;
@@ -11,12 +11,11 @@ use chrono::{DateTime, TimeDelta, Utc};
 use marquee_domain::seating::SeatKind;
 use marquee_domain::showtime::{
     Cancel, Schedule, SeatState, Showtime as ShowtimeAggregate, ShowtimeCommand, ShowtimeDetails,
-    ShowtimeError, ShowtimeEvent,
+    ShowtimeEvent,
 };
 use marquee_domain::theater::{Slot, Theater, TheaterCommand, CLEANING_GAP_MINUTES};
 use marquee_domain::{Money, MovieId, ScreenId, ShowtimeId, TheaterId};
 use marquee_event_store::event_store::{insert, now, to_new_events, StoreError};
-use marquee_event_store::writer::WriteError;
 use marquee_projections::seat_maps;
 use marquee_projections::showtimes::{self as read, ShowtimeRow};
 use serde::{Deserialize, Serialize};
@@ -170,19 +169,6 @@ fn parse_new(body: NewShowtime, at: DateTime<Utc>) -> Result<Request, ApiError> 
     })
 }
 
-fn schedule_error(e: ShowtimeError) -> ApiError {
-    match e {
-        ShowtimeError::UnpricedKind(kind) => ApiError::field(
-            format!("prices.{}", kind.as_str()),
-            "the screen has seats of this kind; give them a price",
-        ),
-        ShowtimeError::MixedCurrencies => {
-            ApiError::field("prices", "all prices must be in one currency")
-        }
-        other => ApiError::Internal(anyhow::anyhow!("scheduling refused: {other}")),
-    }
-}
-
 /// Schedule a showtime (admin). Books the screen on the theater and creates the showtime in
 /// one transaction, so neither can exist without the other.
 #[utoipa::path(post, path = "/v1/showtimes", tag = "catalog", security(("bearer" = [])),
@@ -220,9 +206,7 @@ async fn create(
             starts_at: req.starts_at,
             busy_until: ends_at + TimeDelta::minutes(CLEANING_GAP_MINUTES),
         };
-        let booked = theater
-            .decide(TheaterCommand::BookSlot(slot))
-            .map_err(theaters::theater_error)?;
+        let booked = theater.decide(TheaterCommand::BookSlot(slot))?;
         let details = ShowtimeDetails {
             movie_id: req.movie_id,
             theater_id: req.theater_id,
@@ -233,13 +217,12 @@ async fn create(
             layout: screen.layout.clone(),
             prices: req.prices.clone(),
         };
-        let scheduled = ShowtimeAggregate::default()
-            .decide(ShowtimeCommand::Schedule(Schedule {
+        let scheduled =
+            ShowtimeAggregate::default().decide(ShowtimeCommand::Schedule(Schedule {
                 id,
                 details,
                 now: at,
-            }))
-            .map_err(schedule_error)?;
+            }))?;
         let mut rows =
             to_new_events::<Theater>(&req.theater_id.to_string(), version, &booked, &meta);
         rows.extend(to_new_events::<ShowtimeAggregate>(
@@ -298,18 +281,6 @@ async fn get_one(
     Ok(axum::Json(showtime.ok_or(ApiError::NotFound)?))
 }
 
-/// Maps a refused showtime command to its HTTP answer.
-pub fn write_error(e: WriteError) -> ApiError {
-    match e {
-        WriteError::Overloaded => ApiError::Overloaded(
-            "this showtime is getting more requests than it can queue; retry shortly".into(),
-            1,
-        ),
-        WriteError::Store(e) => e.into(),
-        WriteError::Rejected(e) => super::reservations::rule_error(e),
-    }
-}
-
 /// Cancel a showtime (admin): its holds are released and its tickets refunded.
 #[utoipa::path(delete, path = "/v1/showtimes/{id}", tag = "catalog", security(("bearer" = [])),
     params(("id" = Uuid, Path)),
@@ -329,8 +300,7 @@ async fn cancel(
             ShowtimeCommand::Cancel(Cancel { now: now() }),
             meta.clone(),
         )
-        .await
-        .map_err(write_error)?;
+        .await?;
     // Free the screen. Done after the cancellation is recorded and again on every repeated
     // DELETE, so a crash in between is repaired by retrying the request.
     let theater_id = read_state(&state, id, |s| s.details.as_ref().map(|d| d.theater_id))
@@ -345,8 +315,7 @@ async fn cancel(
             },
             &meta,
         )
-        .await?
-        .map_err(theaters::theater_error)?;
+        .await??;
     // Refunds of sold tickets were queued with the events; the reconciler pays them.
     let refunds = events
         .iter()

@@ -6,10 +6,9 @@ use crate::error::{ApiError, AppJson, AppPath, AppQuery};
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
-use marquee_domain::seating::{LayoutError, SeatLayout};
+use marquee_domain::seating::SeatLayout;
 use marquee_domain::theater::{
     Location, Screen, Theater as TheaterAggregate, TheaterChanges, TheaterCommand, TheaterDetails,
-    TheaterError,
 };
 use marquee_domain::{ScreenId, TheaterId};
 use marquee_projections::theaters::{self as read, TheaterRow};
@@ -191,32 +190,6 @@ async fn check_known_timezone(state: &AppState, tz: &str) -> Result<(), ApiError
     }
 }
 
-fn layout_field(screen: usize, e: &LayoutError) -> String {
-    match e.row() {
-        Some(row) => format!("screens[{screen}].layout[{row}]"),
-        None => format!("screens[{screen}].layout"),
-    }
-}
-
-/// Maps a theater rule to its HTTP answer.
-pub fn theater_error(e: TheaterError) -> ApiError {
-    match e {
-        TheaterError::NotFound | TheaterError::UnknownScreen(_) => ApiError::NotFound,
-        TheaterError::AlreadyExists => ApiError::Conflict("the theater already exists".into()),
-        TheaterError::ScreenCount => ApiError::field("screens", e.to_string()),
-        TheaterError::BadLayout { index, source } => {
-            ApiError::field(layout_field(index, &source), source.to_string())
-        }
-        TheaterError::DuplicateScreenName(_) | TheaterError::DuplicateScreenId(_) => {
-            ApiError::field("screens", e.to_string())
-        }
-        TheaterError::ScreenBusy(other) => ApiError::ScreenBusy(format!(
-            "the screen is busy with showtime {other} at that time (runtime plus cleaning gap)"
-        )),
-        TheaterError::EmptySlot => ApiError::field("starts_at", e.to_string()),
-    }
-}
-
 fn parse_new(body: NewTheater) -> Result<(TheaterDetails, Vec<Screen>), ApiError> {
     let mut errors = Errors::default();
     let details = TheaterDetails {
@@ -264,8 +237,7 @@ async fn create(
     let (theater, _) = state
         .store
         .execute::<TheaterAggregate>(&id.to_string(), command, &meta)
-        .await?
-        .map_err(theater_error)?;
+        .await??;
     let body = Theater::from_aggregate(&theater).expect("the theater was just added");
     Ok((StatusCode::CREATED, axum::Json(body)))
 }
@@ -373,8 +345,7 @@ async fn update(
     let (theater, _) = state
         .store
         .execute::<TheaterAggregate>(&id.to_string(), TheaterCommand::Update(changes), &meta)
-        .await?
-        .map_err(theater_error)?;
+        .await??;
     Ok(axum::Json(
         Theater::from_aggregate(&theater).ok_or(ApiError::NotFound)?,
     ))

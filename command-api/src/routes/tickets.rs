@@ -7,7 +7,7 @@
 
 use super::dto::MoneyDto;
 use super::reservations::showtime_of;
-use super::showtimes::{read_state, write_error};
+use super::showtimes::read_state;
 use super::{movies, theaters};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, AppJson, AppPath, AppQuery};
@@ -199,7 +199,7 @@ async fn buy(
             meta.clone(),
         )
         .await
-        .map_err(|e| write_error(super::reservations::closed_if_unknown(e)))?;
+        .map_err(super::reservations::closed_if_unknown)?;
     let amount = started
         .iter()
         .find_map(|e| match e {
@@ -257,8 +257,7 @@ async fn charge_and_settle(
                 retryable,
                 meta,
             )
-            .await
-            .map_err(write_error)?;
+            .await?;
             Err(ApiError::PaymentDeclined(reason))
         }
         Err(PaymentError::Unavailable(cause)) => {
@@ -278,9 +277,8 @@ async fn confirm(
     payment: PaymentId,
     meta: Metadata,
 ) -> Result<(StatusCode, axum::Json<Purchased>), ApiError> {
-    let events = reconcile::record_charged(&state.writers, showtime, reservation, payment, meta)
-        .await
-        .map_err(write_error)?;
+    let events =
+        reconcile::record_charged(&state.writers, showtime, reservation, payment, meta).await?;
     let refunded = events
         .iter()
         .any(|e| matches!(e, ShowtimeEvent::PaymentRefunded { .. }));
