@@ -9,7 +9,7 @@
 use crate::load::{PER_ROW, ROWS};
 use crate::target::{post, Design, Target};
 use hdrhistogram::Histogram;
-use marquee_api::startup::Roles;
+use marquee::startup::Roles;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use reqwest::Client;

@@ -11,7 +11,7 @@
 use crate::load::{self, Choice, Picker, Tally, Workload};
 use crate::target::{Design, Target};
 use crate::{browse, chart, fsync, served};
-use marquee_api::startup::Roles;
+use marquee::startup::Roles;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};

@@ -219,8 +219,7 @@ async fn database(server: &str, name: &str, events: u64) -> anyhow::Result<(PgPo
     let pool = fresh_database(server, name).await?;
     let started = Instant::now();
     let written =
-        marquee_api::generate::generate(&pool, events, 1, &indicatif::ProgressBar::hidden())
-            .await?;
+        marquee::generate::generate(&pool, events, 1, &indicatif::ProgressBar::hidden()).await?;
     sqlx::query("analyze events").execute(&pool).await?;
     eprintln!(
         "generated {written} events into {name} in {:.1} s",

@@ -41,7 +41,7 @@ pub async fn run(server: &str, events: u64, reuse: bool, start: Start) -> anyhow
     } else {
         let pool = crate::fresh_database(server, DATABASE).await?;
         let started = Instant::now();
-        let (showtime, written) = marquee_api::generate::churn_showtime(&pool, events, 1).await?;
+        let (showtime, written) = marquee::generate::churn_showtime(&pool, events, 1).await?;
         sqlx::query("analyze events").execute(&pool).await?;
         eprintln!(
             "generated {written} events of one showtime in {:.1} s (kept in {DATABASE}: \

@@ -1,5 +1,5 @@
 //! The HTTP surface: every route of the API, the OpenAPI document and its docs page, the web
-//! pages and `/metrics`, behind the engine's middleware. [`crate::startup`] serves it.
+//! pages and `/metrics`, behind the engine's middleware. The `marquee` crate serves it.
 
 use crate::admission;
 use crate::deadlines::{self, Deadlines};

@@ -1,12 +1,10 @@
 //! Marquee's command side: the HTTP API, the hold-expiry timer and the payment reconciler,
-//! over the event store of `marquee_event_store`. The `marquee` binary (`main.rs`) is a thin
-//! shell around [`startup`].
+//! over the event store of `marquee_event_store`. The `marquee` crate composes and runs them.
 //!
 //! - [`config`]: environment variables and their defaults.
 //! - [`auth`]: bearer tokens, the extractors checking them, and the bootstrap admin.
 //! - [`passwords`]: the password rule, and argon2id hashing, a bounded number at a time.
 //! - [`payment`]: the payment provider trait and the built-in test card processor.
-//! - [`generate`]: a realistic generated history for analysis and benchmarks.
 //! - [`history`]: reading the event log: pages, as-of states, seat stories.
 //! - [`ratelimit`]: per-address and per-account limits on login, registration and booking.
 //! - [`idempotency`]: `Idempotency-Key` handling for creating POSTs.
@@ -19,24 +17,19 @@
 //! - [`headers`]: request ids and the security headers of every answer.
 //! - [`deadlines`]: how long a request's body and its answer may take.
 //! - [`server`]: the HTTP/1 server loop, with a limit on reading request headers.
-//! - [`operator`]: `marquee events` (export) and `marquee replay`.
 //! - [`app`]: the HTTP surface: every route behind the engine's middleware.
-//! - [`startup`]: builds the state, and runs the engine's roles (API, relay, projector).
 
 pub mod admission;
 pub mod app;
 pub mod auth;
-pub mod check;
 pub mod config;
 pub mod deadlines;
 pub mod error;
-pub mod generate;
 pub mod headers;
 pub mod history;
 pub mod idempotency;
 pub mod live;
 pub mod metrics;
-pub mod operator;
 pub mod passwords;
 pub mod payment;
 pub mod ratelimit;
@@ -44,6 +37,5 @@ pub mod readiness;
 pub mod reconcile;
 pub mod routes;
 pub mod server;
-pub mod startup;
 pub mod state;
 pub mod timer;

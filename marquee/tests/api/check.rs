@@ -1,7 +1,7 @@
 //! The invariant checker: silent on an honest history, loud on each kind of broken promise.
 
 use crate::helpers::*;
-use marquee_api::check::check;
+use marquee::check::check;
 use std::time::Duration;
 
 async fn violations(app: &TestApp) -> Vec<String> {

@@ -2,7 +2,7 @@
 //! whole state) and entries of the live seat-map hub.
 
 use crate::helpers::{fresh_database, spawn_app, spawn_roles, spawn_with, test_config, TestApp};
-use marquee_api::startup::Roles;
+use marquee::startup::Roles;
 use reqwest::StatusCode;
 use serde_json::Value;
 use std::time::Duration;

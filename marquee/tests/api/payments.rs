@@ -247,7 +247,7 @@ async fn a_refund_the_processor_refuses_stays_due_with_its_error_and_backs_off()
 
 /// The invariant checker's findings on the log and the processor (read models skipped).
 async fn money_violations(app: &TestApp) -> Vec<String> {
-    marquee_api::check::check(&app.pool, None, &|_, _| {})
+    marquee::check::check(&app.pool, None, &|_, _| {})
         .await
         .unwrap()
         .violations

@@ -1,16 +1,16 @@
 //! Building and running the engine from injected resources, so tests build exactly what the
-//! binary runs. The HTTP surface it serves is [`crate::app`]'s.
+//! binary runs. The HTTP surface it serves is [`marquee_api::app`]'s.
 //!
 //! The engine has three roles that one process runs together by default and that can run
 //! alone for scale-out: the API (with the hold-expiry timer), the relay, and the projector.
 
-use crate::app::{api_routes, metrics_router, router, with_middleware};
-use crate::auth::{bootstrap_admin, signing_secret, TokenKeys};
-use crate::config::Config;
-use crate::payment::TestCardProcessor;
-use crate::state::{AppState, Shared};
-use crate::{metrics, server, timer};
 use anyhow::Context;
+use marquee_api::app::{api_routes, metrics_router, router, with_middleware};
+use marquee_api::auth::{bootstrap_admin, signing_secret, TokenKeys};
+use marquee_api::config::Config;
+use marquee_api::payment::TestCardProcessor;
+use marquee_api::state::{AppState, Shared};
+use marquee_api::{metrics, server, timer};
 use marquee_event_store::db;
 use marquee_event_store::event_store::EventStore;
 use marquee_event_store::writer::Writers;
@@ -50,7 +50,7 @@ pub async fn build_state(config: Config) -> anyhow::Result<AppState> {
     let secret = signing_secret(&pool, config.jwt_secret.as_deref())
         .await
         .context("cannot load the token signing secret")?;
-    let hashes = crate::passwords::Hashes::new(config.hash_limits);
+    let hashes = marquee_api::passwords::Hashes::new(config.hash_limits);
     if let Some((email, password)) = &config.admin {
         bootstrap_admin(&pool, &hashes, email, password).await?;
     }
@@ -133,7 +133,7 @@ pub async fn run_on(
             state.writers.clone(),
             shutdown.clone(),
         ));
-        background.spawn(crate::reconcile::run(
+        background.spawn(marquee_api::reconcile::run(
             state.pool.clone(),
             state.writers.clone(),
             state.payments.clone(),

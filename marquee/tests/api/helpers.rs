@@ -1,8 +1,8 @@
 //! `spawn_app()`: the engine on a random port with its own database, plus helpers that drive
 //! it the way a client would.
 
+use marquee::startup::{self, Roles};
 use marquee_api::config::Config;
-use marquee_api::startup::{self, Roles};
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 use std::time::Duration;

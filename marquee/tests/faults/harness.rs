@@ -650,7 +650,7 @@ pub async fn assert_invariants(database_url: &str) {
         },
     )
     .await;
-    let findings = marquee_api::check::check(&pool, Some(Duration::from_secs(60)), &|_, _| {})
+    let findings = marquee::check::check(&pool, Some(Duration::from_secs(60)), &|_, _| {})
         .await
         .unwrap();
     assert_eq!(findings.violations, Vec::<String>::new());

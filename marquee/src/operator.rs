@@ -2,9 +2,9 @@
 //! replaying read models. Progress bars go to stderr (only when it is a terminal); the binary
 //! prints the summaries there too, so they never mix with exported data on stdout.
 
-use crate::history::{self, Filter};
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
+use marquee_api::history::{self, Filter};
 use marquee_nats::Envelope;
 use sqlx::PgPool;
 use std::io::Write;

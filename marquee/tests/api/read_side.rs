@@ -2,7 +2,7 @@
 //! browsing is served from them, and crashes of relay or projector lose and duplicate nothing.
 
 use crate::helpers::*;
-use marquee_api::startup::Roles;
+use marquee::startup::Roles;
 use marquee_projections::rebuild::{differences, rebuild_into};
 use reqwest::StatusCode;
 use serde_json::{json, Value};

@@ -337,7 +337,7 @@ async fn replay_switches_over_while_serving_and_equals_a_rebuild() {
             }
         })
     };
-    let report = marquee_api::operator::replay(&app.pool, &[], false)
+    let report = marquee::operator::replay(&app.pool, &[], false)
         .await
         .unwrap();
     assert_eq!(report.projections.len(), marquee_projections::all().len());
@@ -368,8 +368,8 @@ async fn replay_switches_over_while_serving_and_equals_a_rebuild() {
 
 #[tokio::test]
 async fn exporting_streams_every_matching_event_as_ndjson_or_csv() {
+    use marquee::operator::{export, Format};
     use marquee_api::history::Filter;
-    use marquee_api::operator::{export, Format};
     let app = spawn_app().await;
     let showtime = app.showtime().await;
     let ann = app.customer().await;

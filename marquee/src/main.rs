@@ -3,10 +3,10 @@
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use clap::{Parser, Subcommand};
+use marquee::operator::Format;
+use marquee::startup::{self, Roles};
 use marquee_api::config::Config;
 use marquee_api::history::Filter;
-use marquee_api::operator::Format;
-use marquee_api::startup::{self, Roles};
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
@@ -128,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
                 indicatif::ProgressBar::hidden()
             };
             let started = std::time::Instant::now();
-            let written = marquee_api::generate::generate(&pool, events, seed, &progress).await?;
+            let written = marquee::generate::generate(&pool, events, seed, &progress).await?;
             progress.finish_and_clear();
             let seconds = started.elapsed().as_secs_f64();
             eprintln!(
@@ -140,7 +140,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Replay { projections } => {
             let pool = marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
             let report =
-                marquee_api::operator::replay(&pool, &projections, std::io::stderr().is_terminal())
+                marquee::operator::replay(&pool, &projections, std::io::stderr().is_terminal())
                     .await?;
             eprintln!(
                 "replayed {}: {} events in {:.2} s ({:.0} events/s), switched over",
@@ -158,7 +158,7 @@ async fn main() -> anyhow::Result<()> {
             let pool = marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
             let wait = (!skip_read_models).then(|| std::time::Duration::from_secs(wait));
             let findings =
-                marquee_api::operator::check(&pool, wait, std::io::stderr().is_terminal()).await?;
+                marquee::operator::check(&pool, wait, std::io::stderr().is_terminal()).await?;
             for v in &findings.violations {
                 println!("VIOLATION {v}");
             }
@@ -244,7 +244,7 @@ async fn export(config: Config, args: EventsArgs) -> anyhow::Result<()> {
     };
     let progress = std::io::stderr().is_terminal();
     let summary =
-        marquee_api::operator::export(&pool, &filter, args.after, args.format, &mut out, progress)
+        marquee::operator::export(&pool, &filter, args.after, args.format, &mut out, progress)
             .await?;
     let seconds = started.elapsed().as_secs_f64();
     match (summary.first, summary.last) {
