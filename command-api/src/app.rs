@@ -2,7 +2,7 @@
 //! pages and `/metrics`, behind the engine's middleware. The `marquee` crate serves it.
 
 use crate::admission;
-use crate::deadlines::{self, Deadlines};
+use crate::deadlines::{self, Deadlines, MAX_REQUEST_BODY};
 use crate::error::{method_not_allowed, not_found};
 use crate::headers::{ExchangeHeadersLayer, X_REQUEST_ID};
 use crate::ratelimit::{self, Limiters};
@@ -16,10 +16,6 @@ use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
 use utoipa_swagger_ui::SwaggerUi;
-
-/// Largest request body accepted. Every request of the API is small; a big body is a mistake
-/// or an attack.
-pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 
 /// The whole HTTP surface: API, OpenAPI document, docs page and metrics, with middleware.
 pub fn router(state: AppState) -> Router {

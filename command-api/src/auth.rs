@@ -7,7 +7,6 @@
 
 use crate::error::ApiError;
 use crate::passwords::{self, Hashes};
-use crate::state::AppState;
 use anyhow::{bail, Context};
 use axum::extract::FromRequestParts;
 use axum::http::{header, request::Parts};
@@ -181,14 +180,19 @@ pub fn bearer(parts: &Parts) -> Option<&str> {
         .then_some(token.trim())
 }
 
-impl FromRequestParts<AppState> for AuthUser {
+/// A state the extractors can check tokens with.
+pub trait HasKeys {
+    fn keys(&self) -> &TokenKeys;
+}
+
+impl<S: HasKeys + Sync> FromRequestParts<S> for AuthUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let token = bearer(parts).ok_or(ApiError::Unauthenticated(
             "send Authorization: Bearer <token>",
         ))?;
-        let mut user = state.keys.verify(token)?;
+        let mut user = state.keys().verify(token)?;
         user.request_id = request_id(parts);
         Ok(user)
     }
@@ -197,13 +201,13 @@ impl FromRequestParts<AppState> for AuthUser {
 /// The caller if a token was sent; a bad token is still refused.
 pub struct MaybeUser(pub Option<AuthUser>);
 
-impl FromRequestParts<AppState> for MaybeUser {
+impl<S: HasKeys + Sync> FromRequestParts<S> for MaybeUser {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         match bearer(parts) {
             None => Ok(Self(None)),
-            Some(token) => state.keys.verify(token).map(|u| Self(Some(u))),
+            Some(token) => state.keys().verify(token).map(|u| Self(Some(u))),
         }
     }
 }
@@ -211,10 +215,10 @@ impl FromRequestParts<AppState> for MaybeUser {
 /// An admin caller.
 pub struct Admin(pub AuthUser);
 
-impl FromRequestParts<AppState> for Admin {
+impl<S: HasKeys + Sync> FromRequestParts<S> for Admin {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
         let user = AuthUser::from_request_parts(parts, state).await?;
         if user.is_admin() {
             Ok(Self(user))

@@ -11,13 +11,16 @@
 //! once its stream starts, so the seat-map streams are not cut. Reading headers has its own
 //! limit in the server itself (`crate::server`).
 
-use crate::app::MAX_REQUEST_BODY;
 use crate::error::ApiError;
 use axum::body::{to_bytes, Body, HttpBody};
 use axum::extract::{Request, State};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::time::Duration;
+
+/// Largest request body accepted. Every request of the API is small; a big body is a mistake
+/// or an attack.
+pub const MAX_REQUEST_BODY: usize = 64 * 1024;
 
 /// The two limits.
 #[derive(Clone, Copy, Debug)]

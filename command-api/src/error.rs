@@ -600,37 +600,3 @@ fn problem_response(description: &str) -> utoipa::openapi::RefOr<utoipa::openapi
 fn whole_seconds(d: std::time::Duration) -> u64 {
     (d.as_millis().div_ceil(1000) as u64).max(1)
 }
-
-#[cfg(test)]
-mod tests {
-    use utoipa::openapi::path::Operation;
-
-    fn statuses(op: &Operation) -> Vec<&str> {
-        op.responses.responses.keys().map(String::as_str).collect()
-    }
-
-    #[test]
-    fn every_operation_documents_the_problems_its_extractors_and_middleware_answer() {
-        let doc = crate::routes::api().into_openapi();
-        let path = |p: &str| doc.paths.paths.get(p).expect("the path is documented");
-        let register = path("/v1/users").post.as_ref().unwrap();
-        for status in ["400", "409", "413", "415", "422", "429", "503"] {
-            assert!(
-                statuses(register).contains(&status),
-                "POST /v1/users: {status}"
-            );
-        }
-        let me = path("/v1/users/me").get.as_ref().unwrap();
-        assert!(statuses(me).contains(&"401"));
-        let theater = path("/v1/theaters/{id}").get.as_ref().unwrap();
-        assert!(statuses(theater).contains(&"404"));
-        // The handler's own description wins over the shared one.
-        let conflict = &register.responses.responses["409"];
-        let utoipa::openapi::RefOr::T(conflict) = conflict else {
-            panic!("an inline response")
-        };
-        assert_eq!(conflict.description, "email-taken");
-        let health = path("/healthz").get.as_ref().unwrap();
-        assert_eq!(statuses(health), ["200"]);
-    }
-}

@@ -12,8 +12,8 @@
 //! the verified user; registration has no user, so its key is scoped to the request itself
 //! (another client reusing the key gets no one else's answer).
 
-use crate::app::MAX_REQUEST_BODY;
 use crate::auth::{bearer, AuthUser};
+use crate::deadlines::MAX_REQUEST_BODY;
 use crate::error::ApiError;
 use crate::state::AppState;
 use axum::body::{to_bytes, Body};

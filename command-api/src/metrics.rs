@@ -46,7 +46,7 @@ pub fn recorder() -> PrometheusHandle {
 }
 
 /// `GET /metrics`: Prometheus text format. Served on the API's address, or only on
-/// `MARQUEE_METRICS_ADDR` when that is set (see `crate::app::metrics_router`).
+/// `MARQUEE_METRICS_ADDR` when that is set (see `app::metrics_router`).
 pub async fn render() -> Response {
     let body = recorder().render();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()

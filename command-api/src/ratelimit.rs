@@ -8,7 +8,7 @@
 //! nothing. The account is the email of a login or registration (hashed, so emails are not
 //! kept in memory) and the token's user id for booking.
 //!
-//! The client address is the TCP peer, unless [`Config::proxy_hops`] says reverse proxies
+//! The client address is the TCP peer, unless `Config::proxy_hops` says reverse proxies
 //! stand in front: then it is the address the outermost trusted proxy saw, read from the
 //! right of `X-Forwarded-For` (entries further left are whatever the client claimed).
 //! IPv6 addresses are limited by their /64 prefix, since one host usually owns a whole /64.
@@ -17,11 +17,9 @@
 //! limiters drop such keys every minute (sooner when many are kept). A key therefore lives
 //! at most one refill period after its last request, and the number kept is bounded by the
 //! request rate the server can take.
-//!
-//! [`Config::proxy_hops`]: crate::config::Config::proxy_hops
 
-use crate::app::MAX_REQUEST_BODY;
 use crate::auth::{bearer, TokenKeys};
+use crate::deadlines::MAX_REQUEST_BODY;
 use crate::error::ApiError;
 use anyhow::{bail, Context};
 use axum::body::{to_bytes, Body};

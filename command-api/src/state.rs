@@ -46,3 +46,9 @@ pub struct Shared {
     /// The last readiness answer, shared by every `/readyz` caller.
     pub readiness: crate::readiness::Cached,
 }
+
+impl crate::auth::HasKeys for AppState {
+    fn keys(&self) -> &TokenKeys {
+        &self.keys
+    }
+}
