@@ -10,6 +10,7 @@ use marquee_api::history::Filter;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// mimalloc rather than glibc's malloc: the engine allocates many small, short-lived values
 /// (decoded events, rows, JSON), and glibc's allocator took about a fifth of a replay's CPU.
@@ -120,78 +121,93 @@ async fn main() -> anyhow::Result<()> {
         Command::Relay => run(config, only(false, true, false)).await,
         Command::Projector => run(config, only(false, false, true)).await,
         Command::Events(args) => export(config, args).await,
-        Command::GenerateHistory { events, seed } => {
-            let pool = marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
-            let progress = if std::io::stderr().is_terminal() {
-                indicatif::ProgressBar::new(events)
-            } else {
-                indicatif::ProgressBar::hidden()
-            };
-            let started = std::time::Instant::now();
-            let written = marquee::generate::generate(&pool, events, seed, &progress).await?;
-            progress.finish_and_clear();
-            let seconds = started.elapsed().as_secs_f64();
-            eprintln!(
-                "wrote {written} events in {seconds:.1} s ({:.0} events/s)",
-                written as f64 / seconds
-            );
-            Ok(())
-        }
-        Command::Replay { projections } => {
-            let pool = marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
-            let report =
-                marquee::operator::replay(&pool, &projections, std::io::stderr().is_terminal())
-                    .await?;
-            eprintln!(
-                "replayed {}: {} events in {:.2} s ({:.0} events/s), switched over",
-                report.projections.join(", "),
-                report.events,
-                report.seconds,
-                report.events as f64 / report.seconds.max(1e-9)
-            );
-            Ok(())
-        }
+        Command::GenerateHistory { events, seed } => generate_history(config, events, seed).await,
+        Command::Replay { projections } => replay(config, &projections).await,
         Command::Check {
             wait,
             skip_read_models,
         } => {
-            let pool = marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
-            let wait = (!skip_read_models).then(|| std::time::Duration::from_secs(wait));
-            let findings =
-                marquee::operator::check(&pool, wait, std::io::stderr().is_terminal()).await?;
-            for v in &findings.violations {
-                println!("VIOLATION {v}");
-            }
-            eprintln!(
-                "checked {} events of {} showtimes in {:.1} s: {} payments, {} tickets, {} \
-                 payments being reconciled, {} refunds due, {} payments the processor has no \
-                 record of, read models {}; {} violations",
-                findings.events,
-                findings.showtimes,
-                findings.seconds,
-                findings.payments,
-                findings.tickets,
-                findings.payments_in_flight,
-                findings.refunds_due,
-                findings.unknown_to_processor,
-                if findings.read_models_checked {
-                    "equal to a rebuild"
-                } else {
-                    "not compared"
-                },
-                findings.violations.len()
-            );
-            if !findings.violations.is_empty() {
-                std::process::exit(1);
-            }
-            Ok(())
+            check(
+                config,
+                (!skip_read_models).then(|| Duration::from_secs(wait)),
+            )
+            .await
         }
-        Command::Migrate => {
-            marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
-            tracing::info!("database is up to date");
-            Ok(())
-        }
+        Command::Migrate => migrate(config).await,
     }
+}
+
+/// `marquee generate-history`: writes a generated history, with progress on a terminal.
+async fn generate_history(config: Config, events: u64, seed: u64) -> anyhow::Result<()> {
+    let pool = marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
+    let progress = if std::io::stderr().is_terminal() {
+        indicatif::ProgressBar::new(events)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    let started = std::time::Instant::now();
+    let written = marquee::generate::generate(&pool, events, seed, &progress).await?;
+    progress.finish_and_clear();
+    let seconds = started.elapsed().as_secs_f64();
+    eprintln!(
+        "wrote {written} events in {seconds:.1} s ({:.0} events/s)",
+        written as f64 / seconds
+    );
+    Ok(())
+}
+
+/// `marquee replay`: rebuilds read models and switches over to them.
+async fn replay(config: Config, projections: &[String]) -> anyhow::Result<()> {
+    let pool = marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
+    let report =
+        marquee::operator::replay(&pool, projections, std::io::stderr().is_terminal()).await?;
+    eprintln!(
+        "replayed {}: {} events in {:.2} s ({:.0} events/s), switched over",
+        report.projections.join(", "),
+        report.events,
+        report.seconds,
+        report.events as f64 / report.seconds.max(1e-9)
+    );
+    Ok(())
+}
+
+/// `marquee check`: every broken promise as a `VIOLATION` line; exit status 1 if any.
+async fn check(config: Config, wait: Option<Duration>) -> anyhow::Result<()> {
+    let pool = marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
+    let findings = marquee::operator::check(&pool, wait, std::io::stderr().is_terminal()).await?;
+    for v in &findings.violations {
+        println!("VIOLATION {v}");
+    }
+    eprintln!(
+        "checked {} events of {} showtimes in {:.1} s: {} payments, {} tickets, {} \
+         payments being reconciled, {} refunds due, {} payments the processor has no \
+         record of, read models {}; {} violations",
+        findings.events,
+        findings.showtimes,
+        findings.seconds,
+        findings.payments,
+        findings.tickets,
+        findings.payments_in_flight,
+        findings.refunds_due,
+        findings.unknown_to_processor,
+        if findings.read_models_checked {
+            "equal to a rebuild"
+        } else {
+            "not compared"
+        },
+        findings.violations.len()
+    );
+    if !findings.violations.is_empty() {
+        std::process::exit(1);
+    }
+    Ok(())
+}
+
+/// `marquee migrate`: creates the database if needed and applies pending migrations.
+async fn migrate(config: Config) -> anyhow::Result<()> {
+    marquee_event_store::db::connect_and_migrate(&config.database_url).await?;
+    tracing::info!("database is up to date");
+    Ok(())
 }
 
 async fn run(config: Config, roles: Roles) -> anyhow::Result<()> {
