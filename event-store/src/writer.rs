@@ -820,7 +820,7 @@ impl Writer {
     /// uncommitted decisions of a failed batch: `working` restarts from `committed`.
     ///
     /// With nothing new and nothing undecided, `working` is left as it is: a hot showtime's
-    /// state holds every hold and ticket, and readers ask for a catch-up whenever they see
+    /// state can be large, and readers ask for a catch-up whenever they see
     /// the store a batch ahead of the committed state (the moment between a batch's commit
     /// and its publication here), so copying it each time cost several percent of the CPU.
     async fn catch_up(&mut self) -> Result<(), StoreError> {

@@ -1,7 +1,7 @@
 //! Which showtimes have a writer in this process, how recently each was used, and which to
 //! stop when there are too many.
 //!
-//! A writer holds its showtime's whole state in memory, so their number is capped
+//! A writer holds its showtime's state in memory, so their number is capped
 //! (`MARQUEE_MAX_WRITERS`). Adding one past the cap picks the least recently used idle ones to
 //! stop; their state is dropped and loaded from the store again on next use, which is how
 //! every writer starts anyway. Whether an entry is idle is the caller's to say (the writer

@@ -250,7 +250,7 @@ async fn create(
 }
 
 /// Reads from the committed state of a showtime without copying it (a hot showtime's state
-/// holds every hold and ticket), or 404. A closed or unknown showtime is read from the store
+/// holds its open holds, tickets, payments and a row per customer), or 404. A closed or unknown showtime is read from the store
 /// without starting its writer (see [`marquee_event_store::writer::Writers::read`]).
 pub async fn read_state<T>(
     state: &AppState,

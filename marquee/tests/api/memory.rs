@@ -1,5 +1,6 @@
 //! What a process keeps in memory stays bounded: showtime writers (one per showtime, with its
-//! whole state) and entries of the live seat-map hub.
+//! state, which drops closed holds and starts from a snapshot) and entries of the live
+//! seat-map hub.
 
 use crate::helpers::{fresh_database, spawn_app, spawn_roles, spawn_with, test_config, TestApp};
 use marquee::startup::Roles;
