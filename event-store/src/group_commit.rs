@@ -27,11 +27,9 @@ const MAX_GROUP: usize = 64;
 /// Groups written at once, each on a connection of its own.
 ///
 /// One: while a group is written, the next gathers every batch that arrives meanwhile, so
-/// the busier the process, the larger its groups and the fewer its statements. With four at
-/// once, groups were smaller and PostgreSQL, sharing the cores with the API, did more work per
-/// command: side by side on 100 showtimes (256 clients, four pairs each way), one at a time
-/// served 9% to 28% more holds/s with uniform seats and -3% to +25% with Zipf, at a lower p99
-/// in all but one pair.
+/// the busier the process, the larger its groups and the fewer its statements. More at once
+/// made groups smaller and served fewer holds/s on many showtimes (BENCHMARKS.md, "One group
+/// commit in flight, not four").
 pub const IN_FLIGHT: usize = 1;
 
 /// One writer's batch: the events it appends and the lookup rows they imply.
