@@ -3,12 +3,44 @@
 //! belongs to, when each open hold is due to expire, which payments have no recorded outcome
 //! yet and which refunds the card processor has still to pay.
 
-use crate::event_store::{EventColumns, NewEvent, PgQuery, StoreError};
+use crate::event_store::{EventColumns, EventStore, NewEvent, PgQuery, StoreError};
+use crate::reservation_cache::Owner;
 use chrono::{DateTime, Utc};
 use marquee_domain::showtime::ShowtimeEvent;
-use marquee_domain::{Money, ShowtimeId};
+use marquee_domain::{Money, ReservationId, ShowtimeId, TicketId, UserId};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
+
+impl EventStore {
+    /// The showtime and customer of a reservation, from its lookup row.
+    pub async fn reservation_owner(&self, id: ReservationId) -> Result<Option<Owner>, StoreError> {
+        let row: Option<(Uuid, Uuid)> = sqlx::query_as(
+            "select showtime_id, customer_id from reservation_index where reservation_id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(owner))
+    }
+
+    /// The showtime and customer of a ticket, from its lookup row.
+    pub async fn ticket_owner(&self, id: TicketId) -> Result<Option<Owner>, StoreError> {
+        let row: Option<(Uuid, Uuid)> = sqlx::query_as(
+            "select showtime_id, customer_id from ticket_index where ticket_id = $1",
+        )
+        .bind(id.0)
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(owner))
+    }
+}
+
+fn owner((showtime, customer): (Uuid, Uuid)) -> Owner {
+    Owner {
+        showtime: ShowtimeId(showtime),
+        customer: UserId(customer),
+    }
+}
 
 /// Updates the lookups for a batch of events of one showtime.
 ///

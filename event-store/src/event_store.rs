@@ -510,6 +510,34 @@ impl EventStore {
             A::TYPE
         )))
     }
+
+    /// Decides on aggregate `A`'s current state what to append, possibly to other aggregates
+    /// too (a theater's booked slot and the new showtime), and appends it all in one
+    /// transaction. `decide` gets the aggregate and its version and returns the rows with a
+    /// value of its own; when another writer appended first, the aggregate is loaded and
+    /// decided on again. `None` when that kept happening.
+    pub async fn append_deciding<A, T, E>(
+        &self,
+        id: &str,
+        mut decide: impl FnMut(&A, usize) -> Result<(Vec<NewEvent>, T), E>,
+    ) -> Result<Option<T>, E>
+    where
+        A: Aggregate,
+        E: From<StoreError>,
+    {
+        for _ in 0..MAX_ATTEMPTS {
+            let (aggregate, version) = self.load::<A>(id).await?;
+            let (rows, value) = decide(&aggregate, version)?;
+            let mut tx = self.pool.begin().await.map_err(StoreError::from)?;
+            match insert(&mut tx, &rows).await {
+                Err(StoreError::Conflict) => continue,
+                other => other?,
+            }
+            tx.commit().await.map_err(StoreError::from)?;
+            return Ok(Some(value));
+        }
+        Ok(None)
+    }
 }
 
 /// Turns a stored row into a typed envelope, upcasting an older shape first.

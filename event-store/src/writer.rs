@@ -223,10 +223,17 @@ impl Writers {
         })
     }
 
-    /// The showtime and customer of a reservation whose hold a writer of this process has
-    /// seen recorded, if it is still remembered (see [`crate::reservation_cache`]).
-    pub fn owner_of(&self, reservation: ReservationId) -> Option<Owner> {
-        self.parts.reservations.get(reservation)
+    /// The showtime and customer of a reservation: known without asking the database when a
+    /// writer of this process has seen its hold recorded and still remembers it (see
+    /// [`crate::reservation_cache`]), else from its lookup row.
+    pub async fn reservation_owner(
+        &self,
+        reservation: ReservationId,
+    ) -> Result<Option<Owner>, StoreError> {
+        match self.parts.reservations.get(reservation) {
+            Some(known) => Ok(Some(known)),
+            None => self.store.reservation_owner(reservation).await,
+        }
     }
 
     /// Sheds commands that waited in a showtime's queue longer than `max_wait`: under more

@@ -157,21 +157,8 @@ pub async fn showtime_of(
     id: Uuid,
     owner: UserId,
 ) -> Result<ShowtimeId, ApiError> {
-    if let Some(known) = state.writers.owner_of(ReservationId(id)) {
-        return if known.customer == owner {
-            Ok(known.showtime)
-        } else {
-            Err(ApiError::NotFound)
-        };
-    }
-    let row: Option<(Uuid, Uuid)> = sqlx::query_as(
-        "select showtime_id, customer_id from reservation_index where reservation_id = $1",
-    )
-    .bind(id)
-    .fetch_optional(&state.pool)
-    .await?;
-    match row {
-        Some((showtime, customer)) if customer == owner.0 => Ok(ShowtimeId(showtime)),
+    match state.writers.reservation_owner(ReservationId(id)).await? {
+        Some(known) if known.customer == owner => Ok(known.showtime),
         _ => Err(ApiError::NotFound),
     }
 }

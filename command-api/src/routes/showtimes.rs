@@ -15,7 +15,7 @@ use marquee_domain::showtime::{
 };
 use marquee_domain::theater::{Slot, Theater, TheaterCommand, CLEANING_GAP_MINUTES};
 use marquee_domain::{Money, MovieId, ScreenId, ShowtimeId, TheaterId};
-use marquee_event_store::event_store::{insert, now, to_new_events, StoreError};
+use marquee_event_store::event_store::{now, to_new_events, Metadata, NewEvent};
 use marquee_projections::seat_maps;
 use marquee_projections::showtimes::{self as read, ShowtimeRow};
 use serde::{Deserialize, Serialize};
@@ -189,64 +189,68 @@ async fn create(
     let runtime = movie.details.as_ref().map_or(0, |d| d.runtime_minutes);
     let meta = admin.metadata().named("ScheduleShowtime");
     let id = ShowtimeId(Uuid::now_v7());
-    for _ in 0..8 {
-        let (theater, version) = state
-            .store
-            .load::<Theater>(&req.theater_id.to_string())
-            .await?;
-        let screen = theater
-            .exists()
-            .then(|| theater.screen(req.screen_id))
-            .flatten()
-            .ok_or(ApiError::NotFound)?;
-        let ends_at = req.starts_at + TimeDelta::minutes(i64::from(runtime));
-        let slot = Slot {
-            showtime_id: id,
-            screen_id: req.screen_id,
-            starts_at: req.starts_at,
-            busy_until: ends_at + TimeDelta::minutes(CLEANING_GAP_MINUTES),
-        };
-        let booked = theater.decide(TheaterCommand::BookSlot(slot))?;
-        let details = ShowtimeDetails {
-            movie_id: req.movie_id,
-            theater_id: req.theater_id,
-            screen_id: req.screen_id,
-            starts_at: req.starts_at,
-            ends_at,
-            format: req.format.clone(),
-            layout: screen.layout.clone(),
-            prices: req.prices.clone(),
-        };
-        let scheduled =
-            ShowtimeAggregate::default().decide(ShowtimeCommand::Schedule(Schedule {
-                id,
-                details,
-                now: at,
-            }))?;
-        let mut rows =
-            to_new_events::<Theater>(&req.theater_id.to_string(), version, &booked, &meta);
-        rows.extend(to_new_events::<ShowtimeAggregate>(
-            &id.to_string(),
-            0,
-            &scheduled,
-            &meta,
-        ));
-        let mut tx = state.pool.begin().await?;
-        match insert(&mut tx, &rows).await {
-            Err(StoreError::Conflict) => continue,
-            other => other?,
-        }
-        tx.commit().await?;
-        let mut showtime = ShowtimeAggregate::default();
-        for e in scheduled {
-            cqrs_es::Aggregate::apply(&mut showtime, e);
-        }
-        let body = Showtime::from_state(&showtime, at).expect("just scheduled");
-        return Ok((StatusCode::CREATED, axum::Json(body)));
+    let ends_at = req.starts_at + TimeDelta::minutes(i64::from(runtime));
+    // The theater's slot and the new showtime, in one transaction.
+    let scheduled = state
+        .store
+        .append_deciding::<Theater, _, ApiError>(&req.theater_id.to_string(), |theater, version| {
+            schedule_on(&req, theater, version, (id, ends_at, at), &meta)
+        })
+        .await?
+        .ok_or_else(|| ApiError::Unavailable("the theater's schedule keeps changing".into()))?;
+    let mut showtime = ShowtimeAggregate::default();
+    for e in scheduled {
+        cqrs_es::Aggregate::apply(&mut showtime, e);
     }
-    Err(ApiError::Unavailable(
-        "the theater's schedule keeps changing".into(),
-    ))
+    let body = Showtime::from_state(&showtime, at).expect("just scheduled");
+    Ok((StatusCode::CREATED, axum::Json(body)))
+}
+
+/// What scheduling showtime `id` (from `starts_at` to `ends_at`, decided at `at`) appends on
+/// `theater` at `version`: the screen's booked slot and the new showtime, with the showtime's
+/// events.
+fn schedule_on(
+    req: &Request,
+    theater: &Theater,
+    version: usize,
+    (id, ends_at, at): (ShowtimeId, DateTime<Utc>, DateTime<Utc>),
+    meta: &Metadata,
+) -> Result<(Vec<NewEvent>, Vec<ShowtimeEvent>), ApiError> {
+    let screen = theater
+        .exists()
+        .then(|| theater.screen(req.screen_id))
+        .flatten()
+        .ok_or(ApiError::NotFound)?;
+    let slot = Slot {
+        showtime_id: id,
+        screen_id: req.screen_id,
+        starts_at: req.starts_at,
+        busy_until: ends_at + TimeDelta::minutes(CLEANING_GAP_MINUTES),
+    };
+    let booked = theater.decide(TheaterCommand::BookSlot(slot))?;
+    let details = ShowtimeDetails {
+        movie_id: req.movie_id,
+        theater_id: req.theater_id,
+        screen_id: req.screen_id,
+        starts_at: req.starts_at,
+        ends_at,
+        format: req.format.clone(),
+        layout: screen.layout.clone(),
+        prices: req.prices.clone(),
+    };
+    let scheduled = ShowtimeAggregate::default().decide(ShowtimeCommand::Schedule(Schedule {
+        id,
+        details,
+        now: at,
+    }))?;
+    let mut rows = to_new_events::<Theater>(&req.theater_id.to_string(), version, &booked, meta);
+    rows.extend(to_new_events::<ShowtimeAggregate>(
+        &id.to_string(),
+        0,
+        &scheduled,
+        meta,
+    ));
+    Ok((rows, scheduled))
 }
 
 /// Reads from the committed state of a showtime without copying it (a hot showtime's state

@@ -344,13 +344,8 @@ async fn get_one(
         };
     }
     // Not projected yet (just bought): answer from the showtime's writer.
-    let row: Option<(Uuid, Uuid)> =
-        sqlx::query_as("select showtime_id, customer_id from ticket_index where ticket_id = $1")
-            .bind(id)
-            .fetch_optional(&state.pool)
-            .await?;
-    let showtime = match row {
-        Some((showtime, owner)) if owner == user.id.0 => showtime,
+    let showtime = match state.store.ticket_owner(TicketId(id)).await? {
+        Some(known) if known.customer == user.id => known.showtime.0,
         _ => return Err(ApiError::NotFound),
     };
     let (details, ticket) = read_state(&state, showtime, |s| {
