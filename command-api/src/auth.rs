@@ -250,20 +250,9 @@ pub async fn bootstrap_admin(
 ) -> anyhow::Result<()> {
     check_admin_password(password)?;
     let hash = hashes.hash(password.to_owned()).await?;
-    sqlx::query(
-        "insert into accounts (id, email, password_hash, name, roles)
-         values ($1, $2, $3, 'Administrator', '{customer,admin}')
-         on conflict ((lower(email))) do update
-            set password_hash = excluded.password_hash,
-                roles = array(select distinct unnest(accounts.roles || '{admin}'::text[])),
-                updated_at = now()",
-    )
-    .bind(Uuid::now_v7())
-    .bind(email.trim())
-    .bind(hash)
-    .execute(pool)
-    .await
-    .context("cannot create the admin account")?;
+    crate::accounts::ensure_admin(pool, email.trim(), hash)
+        .await
+        .context("cannot create the admin account")?;
     tracing::info!("admin account is ready");
     Ok(())
 }

@@ -2,6 +2,7 @@
 //! over the event store of `marquee_event_store`. The `marquee` crate composes and runs them.
 //!
 //! - [`config`]: environment variables and their defaults.
+//! - [`accounts`]: the `accounts` table, the only SQL for accounts.
 //! - [`auth`]: bearer tokens, the extractors checking them, and the bootstrap admin.
 //! - [`passwords`]: the password rule, and argon2id hashing, a bounded number at a time.
 //! - [`payment`]: the payment provider trait and the built-in test card processor.
@@ -19,6 +20,7 @@
 //! - [`server`]: the HTTP/1 server loop, with a limit on reading request headers.
 //! - [`app`]: the HTTP surface: every route behind the engine's middleware.
 
+pub mod accounts;
 pub mod admission;
 pub mod app;
 pub mod auth;

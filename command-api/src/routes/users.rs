@@ -1,6 +1,7 @@
 //! Accounts and tokens: `/v1/users`, `/v1/auth/token`, `/v1/users/me`.
 
 use super::dto::Errors;
+use crate::accounts::{self, Account};
 use crate::auth::{AuthUser, TOKEN_TTL_SECONDS};
 use crate::error::{ApiError, AppJson};
 use crate::passwords::{self, MAX_CHARS};
@@ -10,7 +11,6 @@ use axum::http::StatusCode;
 use chrono::{DateTime, Utc};
 use marquee_domain::UserId;
 use serde::{Deserialize, Serialize};
-use sqlx::FromRow;
 use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 use uuid::Uuid;
@@ -37,7 +37,7 @@ pub struct NewUser {
 }
 
 /// An account as its owner sees it.
-#[derive(Serialize, ToSchema, FromRow)]
+#[derive(Serialize, ToSchema)]
 pub struct User {
     pub id: Uuid,
     pub email: String,
@@ -46,6 +46,19 @@ pub struct User {
     /// `customer`, and `admin` for administrators.
     pub roles: Vec<String>,
     pub created_at: DateTime<Utc>,
+}
+
+impl From<Account> for User {
+    fn from(a: Account) -> Self {
+        Self {
+            id: a.id,
+            email: a.email,
+            name: a.name,
+            address: a.address,
+            roles: a.roles,
+            created_at: a.created_at,
+        }
+    }
 }
 
 /// Credentials for a token.
@@ -113,20 +126,10 @@ async fn register(
     }
     errors.finish()?;
     let hash = state.hashes.hash(body.password).await?;
-    let user = sqlx::query_as::<_, User>(
-        "insert into accounts (id, email, password_hash, name, address)
-         values ($1, $2, $3, $4, $5)
-         on conflict ((lower(email))) do nothing
-         returning id, email, name, address, roles, created_at",
-    )
-    .bind(Uuid::now_v7())
-    .bind(&email)
-    .bind(hash)
-    .bind(name)
-    .bind(address)
-    .fetch_optional(&state.pool)
-    .await?
-    .ok_or(ApiError::EmailTaken)?;
+    let user = accounts::register(&state.pool, &email, hash, name, address)
+        .await?
+        .map(User::from)
+        .ok_or(ApiError::EmailTaken)?;
     tracing::info!(user = %user.id, "account registered");
     Ok((StatusCode::CREATED, axum::Json(user)))
 }
@@ -144,24 +147,19 @@ async fn token(
     // An email no account can have (Postgres refuses NUL in text) is just a failed login.
     let email = body.email.trim();
     let possible = email.len() <= 254 && !email.contains('\0');
-    let row: Option<(Uuid, String, Vec<String>)> = if possible {
-        sqlx::query_as(
-            "select id, password_hash, roles from accounts where lower(email) = lower($1)",
-        )
-        .bind(email)
-        .fetch_optional(&state.pool)
-        .await?
+    let login = if possible {
+        accounts::login(&state.pool, email).await?
     } else {
         None
     };
     let password = body.password.chars().take(MAX_CHARS).collect();
-    let hash = row.as_ref().map(|r| r.1.clone());
+    let hash = login.as_ref().map(|l| l.password_hash.clone());
     if !state.hashes.verify(password, hash).await? {
         return Err(ApiError::Unauthenticated("wrong email or password"));
     }
-    let (id, _, roles) = row.expect("verify is false without a stored hash");
+    let login = login.expect("verify is false without a stored hash");
     Ok(axum::Json(Token {
-        access_token: state.keys.issue(UserId(id), &roles),
+        access_token: state.keys.issue(UserId(login.id), &login.roles),
         token_type: "Bearer",
         expires_in: TOKEN_TTL_SECONDS,
     }))
@@ -171,14 +169,10 @@ async fn token(
 #[utoipa::path(get, path = "/v1/users/me", tag = "users", security(("bearer" = [])),
     responses((status = 200, body = User), (status = 401, body = crate::error::Problem, content_type = "application/problem+json")))]
 async fn me(State(state): State<AppState>, user: AuthUser) -> Result<axum::Json<User>, ApiError> {
-    sqlx::query_as::<_, User>(
-        "select id, email, name, address, roles, created_at from accounts where id = $1",
-    )
-    .bind(user.id.0)
-    .fetch_optional(&state.pool)
-    .await?
-    .map(axum::Json)
-    .ok_or(ApiError::Unauthenticated("the account no longer exists"))
+    accounts::get(&state.pool, user.id)
+        .await?
+        .map(|a| axum::Json(a.into()))
+        .ok_or(ApiError::Unauthenticated("the account no longer exists"))
 }
 
 /// Change one's name or address.
@@ -195,17 +189,8 @@ async fn update_me(
     let name = body.name.as_deref().map(|n| errors.text("name", n, 200));
     let address = errors.optional_text("address", body.address.as_deref(), 500);
     errors.finish()?;
-    sqlx::query_as::<_, User>(
-        "update accounts set name = coalesce($2, name), address = coalesce($3, address),
-                updated_at = now()
-         where id = $1
-         returning id, email, name, address, roles, created_at",
-    )
-    .bind(user.id.0)
-    .bind(name)
-    .bind(address)
-    .fetch_optional(&state.pool)
-    .await?
-    .map(axum::Json)
-    .ok_or(ApiError::Unauthenticated("the account no longer exists"))
+    accounts::update(&state.pool, user.id, name, address)
+        .await?
+        .map(|a| axum::Json(a.into()))
+        .ok_or(ApiError::Unauthenticated("the account no longer exists"))
 }
