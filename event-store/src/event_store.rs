@@ -351,13 +351,8 @@ impl EventStore {
         .bind(id.to_string())
         .bind(after as i64)
         .fetch(&self.pool);
-        while let Some((sequence, event_type, event_version, mut payload)) = rows.try_next().await?
-        {
-            marquee_domain::upcast::upcast(&event_type, &event_version, &mut payload)
-                .map_err(|e| StoreError::Other(e.to_string()))?;
-            let event: ShowtimeEvent =
-                serde_json::from_value(payload).map_err(|e| StoreError::Other(e.to_string()))?;
-            showtime.apply(event);
+        while let Some((sequence, event_type, event_version, payload)) = rows.try_next().await? {
+            showtime.apply(showtime_event(&event_type, &event_version, payload)?);
             version = sequence as usize;
         }
         Ok(LoadedShowtime {
@@ -422,8 +417,8 @@ impl EventStore {
         showtime: ShowtimeId,
         reservation: ReservationId,
     ) -> Result<Vec<ShowtimeEvent>, StoreError> {
-        let rows: Vec<(String, i64, String, String, Value, Value)> = sqlx::query_as(
-            "select aggregate_id, sequence, event_type, event_version, payload, metadata
+        let rows: Vec<(String, String, String, Value)> = sqlx::query_as(
+            "select aggregate_id, event_type, event_version, payload
              from events
              where aggregate_type = 'Showtime'
                and event_type in ('SeatsHeld', 'HoldReleased', 'HoldExpired',
@@ -439,20 +434,7 @@ impl EventStore {
         let showtime = showtime.to_string();
         rows.into_iter()
             .filter(|row| row.0 == showtime)
-            .map(
-                |(aggregate_id, sequence, event_type, event_version, payload, metadata)| {
-                    let row = SerializedEvent {
-                        aggregate_id,
-                        sequence: sequence as usize,
-                        aggregate_type: <Showtime as Aggregate>::TYPE.to_owned(),
-                        event_type,
-                        event_version,
-                        payload,
-                        metadata,
-                    };
-                    Ok(to_envelope::<Showtime>(row)?.payload)
-                },
-            )
+            .map(|(_, event_type, version, payload)| showtime_event(&event_type, &version, payload))
             .collect()
     }
 
@@ -538,6 +520,17 @@ impl EventStore {
         }
         Ok(None)
     }
+}
+
+/// A stored showtime event's payload as the current `ShowtimeEvent`, upcast first.
+fn showtime_event(
+    event_type: &str,
+    version: &str,
+    mut payload: Value,
+) -> Result<ShowtimeEvent, StoreError> {
+    marquee_domain::upcast::upcast(event_type, version, &mut payload)
+        .map_err(|e| StoreError::Other(e.to_string()))?;
+    serde_json::from_value(payload).map_err(|e| StoreError::Other(e.to_string()))
 }
 
 /// Turns a stored row into a typed envelope, upcasting an older shape first.

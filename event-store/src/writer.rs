@@ -521,8 +521,7 @@ impl Writers {
     /// next start does not fold those events again. Returns the sequence of the showtime's
     /// latest snapshot, stored or asked for.
     fn snapshot_if_behind(&self, id: ShowtimeId, loaded: &LoadedShowtime) -> usize {
-        let every = self.parts.snapshot_every;
-        if every == 0 || loaded.version < loaded.snapshot + every {
+        if !snapshot_due(self.parts.snapshot_every, loaded.snapshot, loaded.version) {
             return loaded.snapshot;
         }
         let state = loaded.showtime.clone();
@@ -718,8 +717,7 @@ impl Writer {
     /// background: a snapshot that fails is only a slower start, and the next one comes as
     /// due.
     fn snapshot_if_due(&mut self) {
-        let every = self.parts.snapshot_every;
-        if every == 0 || self.ahead || self.version < self.snapshot + every {
+        if self.ahead || !snapshot_due(self.parts.snapshot_every, self.snapshot, self.version) {
             return;
         }
         self.snapshot = self.version;
@@ -851,6 +849,12 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// Whether a showtime at `version` is due a snapshot, its latest being at `snapshot`, when
+/// one is taken every `every` events (0: never).
+fn snapshot_due(every: usize, snapshot: usize, version: usize) -> bool {
+    every > 0 && version >= snapshot + every
 }
 
 /// Writes a showtime's state out (on a blocking thread: a large state takes milliseconds)
