@@ -26,11 +26,8 @@
 //! answer arrives (the operating system favours a thread that mostly sleeps), and the HTTP
 //! tasks keep the runtime's workers.
 
-use crate::booking_index;
-use crate::event_store::{
-    to_new_events, EventStore, LoadedShowtime, Metadata, NewEvent, StoreError,
-};
-use crate::group_commit::{self, Batch, Committer};
+use crate::append::{self, Appender};
+use crate::event_store::{to_new_events, EventStore, LoadedShowtime, Metadata, StoreError};
 use crate::reservation_cache::{Owner, ReservationCache};
 use crate::writer_registry::{Registry, DEFAULT_MAX_WRITERS};
 use marquee_domain::showtime::{Showtime, ShowtimeCommand, ShowtimeError, ShowtimeEvent};
@@ -129,7 +126,7 @@ const DIRECT_ATTEMPTS: usize = 50;
 
 /// Most connections of the writers' own pool: the committer's groups in flight, a batch
 /// appended alone, and catching up.
-const WRITER_CONNECTIONS: u32 = group_commit::IN_FLIGHT as u32 + 4;
+const WRITER_CONNECTIONS: u32 = append::IN_FLIGHT as u32 + 4;
 
 /// All writers of this process.
 #[derive(Clone)]
@@ -137,6 +134,8 @@ pub struct Writers {
     parts: Parts,
     /// The store of callers (loading a showtime for its writer, the direct path, readers).
     store: EventStore,
+    /// How the direct path appends, on the callers' pool.
+    direct: Appender,
     queue_capacity: usize,
     mode: WriterMode,
     max_wait: Option<Duration>,
@@ -154,8 +153,8 @@ struct Parts {
     store: EventStore,
     /// The owners of the holds this process's writers recorded or caught up with.
     reservations: Arc<ReservationCache>,
-    /// Where batched writers send their common batches: one commit for many showtimes.
-    committer: Option<Committer>,
+    /// How the writers append their batches (grouped when batched).
+    appender: Appender,
     /// Events between two snapshots of a showtime's state (0: none are taken).
     snapshot_every: usize,
 }
@@ -204,7 +203,10 @@ impl Writers {
         let pool = crate::db::pool_options(WRITER_CONNECTIONS)
             .connect_lazy_with((*store.pool().connect_options()).clone());
         // The direct baseline stays the stock path: one commit per command.
-        let committer = (mode == WriterMode::Batched).then(|| Committer::start(pool.clone()));
+        let appender = match mode {
+            WriterMode::Batched => Appender::grouped(pool.clone()),
+            WriterMode::Direct => Appender::alone(pool.clone()),
+        };
         drop(inside);
         Ok(Self {
             parts: Parts {
@@ -212,9 +214,10 @@ impl Writers {
                 running: Default::default(),
                 store: EventStore::new(pool),
                 reservations: Default::default(),
-                committer,
+                appender,
                 snapshot_every: DEFAULT_SNAPSHOT_EVERY,
             },
+            direct: Appender::alone(store.pool().clone()),
             store,
             queue_capacity,
             mode,
@@ -355,7 +358,7 @@ impl Writers {
                 return Ok(events);
             }
             let rows = to_new_events::<Showtime>(&key, version, &events, &meta);
-            match append(&self.store, None, id, rows, &events).await {
+            match self.direct.append(id, rows, &events).await {
                 Ok(()) => return Ok(events),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
@@ -785,8 +788,7 @@ impl Writer {
             return Ok(());
         }
         let appended = rows.len();
-        let committer = self.parts.committer.as_ref();
-        append(&self.parts.store, committer, self.id, rows, &events).await?;
+        self.parts.appender.append(self.id, rows, &events).await?;
         self.version += appended;
         Ok(())
     }
@@ -873,57 +875,6 @@ async fn store_snapshot(store: EventStore, id: ShowtimeId, version: usize, state
             tracing::warn!(showtime = %id, version, error = %e, "could not store a snapshot")
         }
     }
-}
-
-/// Appends a showtime's events with the lookup rows they imply, in one transaction. When the
-/// events are all of the common kinds: as one statement (one round trip), through `committer`
-/// if given (with other showtimes' batches, one commit for all); else statement by statement
-/// in event order.
-async fn append(
-    store: &EventStore,
-    committer: Option<&Committer>,
-    showtime: ShowtimeId,
-    rows: Vec<NewEvent>,
-    events: &[ShowtimeEvent],
-) -> Result<(), StoreError> {
-    let started = Instant::now();
-    let (way, result) = append_by_kind(store, committer, showtime, rows, events).await;
-    metrics::histogram!("marquee_writer_append_seconds", "way" => way)
-        .record(started.elapsed().as_secs_f64());
-    result
-}
-
-/// [`append`], and which way the events went: `statement` (one statement, maybe through the
-/// committer) or `transaction` (statement by statement).
-async fn append_by_kind(
-    store: &EventStore,
-    committer: Option<&Committer>,
-    showtime: ShowtimeId,
-    rows: Vec<NewEvent>,
-    events: &[ShowtimeEvent],
-) -> (&'static str, Result<(), StoreError>) {
-    if let Some(lookups) = booking_index::gather(events) {
-        let written = match committer {
-            Some(committer) => {
-                let batch = Batch {
-                    showtime,
-                    rows,
-                    lookups,
-                };
-                committer.append(batch).await
-            }
-            None => lookups.append_with(store.pool(), showtime, &rows).await,
-        };
-        return ("statement", written);
-    }
-    let written = async {
-        let mut tx = store.pool().begin().await?;
-        crate::event_store::insert(&mut tx, &rows).await?;
-        booking_index::record(&mut tx, showtime, events).await?;
-        tx.commit().await?;
-        Ok(())
-    };
-    ("transaction", written.await)
 }
 
 /// Whether any command of a batch has events to record.

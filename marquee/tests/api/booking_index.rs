@@ -260,7 +260,7 @@ fn rows_of(
 
 #[tokio::test]
 async fn a_group_commit_writes_every_batch_but_one_whose_showtime_was_written_first() {
-    use marquee_event_store::group_commit::{write, Batch};
+    use marquee_event_store::append::{write, Batch};
     let pool = &database_alone().await;
     let story = story();
     let [s1, s2, s3] = [(); 3].map(|_| ShowtimeId(Uuid::now_v7()));

@@ -1,11 +1,19 @@
-//! One commit for the batches of many showtime writers.
+//! Appending a showtime writer's batch: its events and the lookup rows they imply, in one
+//! transaction. [`Appender::append`] is the one way showtime batches reach the log; whether a
+//! batch goes alone, grouped with other showtimes' batches or statement by statement is
+//! decided here.
 //!
-//! A hot showtime's writer gathers hundreds of commands into each batch, so one commit per
-//! batch is cheap per command. Spread over many showtimes the batches are small (a command or
-//! two each) and a commit per batch made commits the limit: every batch paid a round trip, a
-//! function call, its locks and an fsync of its own. So the writers of a process hand their
-//! batches of common events to one committer, which writes whatever has gathered meanwhile in
-//! one statement (`append_showtime_batches`, see its migration): one transaction, one commit.
+//! - A batch with a payment starting or failing, or a refund, is written statement by
+//!   statement in one transaction, in event order ([`booking_index::record`]).
+//! - Any other batch is one statement with its lookups (`append_showtime_batch`, see its
+//!   migration): one round trip and one commit.
+//! - With group commit on, such batches of many showtimes share one statement and one commit.
+//!   A hot showtime's writer gathers hundreds of commands into each batch, so one commit per
+//!   batch is cheap per command; spread over many showtimes the batches are small (a command
+//!   or two each) and a commit per batch made commits the limit: every batch paid a round
+//!   trip, a function call, its locks and an fsync of its own. So the writers of a process
+//!   hand their batches to one committer, which writes whatever has gathered meanwhile in one
+//!   statement (`append_showtime_batches`, see its migration).
 //!
 //! Up to [`IN_FLIGHT`] groups are written at once; while they are, new batches gather into the
 //! next group, so the busier the process, the larger the groups. A batch with no other beside
@@ -14,12 +22,14 @@
 //! to first is answered [`StoreError::Conflict`] (its writer catches up and decides again)
 //! while the others of its group are written.
 
-use crate::booking_index::{LookupColumns, Lookups};
-use crate::event_store::{NewEvent, StoreError};
+use crate::booking_index::{self, LookupColumns, Lookups};
+use crate::event_store::{insert, NewEvent, StoreError};
+use marquee_domain::showtime::ShowtimeEvent;
 use marquee_domain::ShowtimeId;
 use sqlx::{PgPool, Row};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
 /// Most batches written in one statement.
@@ -40,6 +50,82 @@ pub struct Batch {
     pub lookups: Lookups,
 }
 
+/// Appends the batches of a process's showtime writers (see the module doc).
+#[derive(Clone)]
+pub struct Appender {
+    pool: PgPool,
+    /// Where batches of common events go when group commit is on.
+    committer: Option<Committer>,
+}
+
+impl Appender {
+    /// Each batch with a commit of its own.
+    pub fn alone(pool: PgPool) -> Self {
+        Self {
+            pool,
+            committer: None,
+        }
+    }
+
+    /// Batches of common events with other showtimes' batches, one commit for a group
+    /// (starts the committer task, which ends with the last handle).
+    pub fn grouped(pool: PgPool) -> Self {
+        Self {
+            committer: Some(Committer::start(pool.clone())),
+            pool,
+        }
+    }
+
+    /// Appends a showtime's events (consecutive sequences, after the last one its writer
+    /// knows) with the lookup rows they imply, in one transaction; returns once it is
+    /// committed. A sequence that is already taken fails it whole with
+    /// [`StoreError::Conflict`].
+    pub async fn append(
+        &self,
+        showtime: ShowtimeId,
+        rows: Vec<NewEvent>,
+        events: &[ShowtimeEvent],
+    ) -> Result<(), StoreError> {
+        let started = Instant::now();
+        let (way, result) = self.append_by_kind(showtime, rows, events).await;
+        metrics::histogram!("marquee_writer_append_seconds", "way" => way)
+            .record(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// [`Appender::append`], and which way the events went: `statement` (one statement, maybe
+    /// through the committer) or `transaction` (statement by statement).
+    async fn append_by_kind(
+        &self,
+        showtime: ShowtimeId,
+        rows: Vec<NewEvent>,
+        events: &[ShowtimeEvent],
+    ) -> (&'static str, Result<(), StoreError>) {
+        if let Some(lookups) = booking_index::gather(events) {
+            let written = match &self.committer {
+                Some(committer) => {
+                    let batch = Batch {
+                        showtime,
+                        rows,
+                        lookups,
+                    };
+                    committer.append(batch).await
+                }
+                None => lookups.append_with(&self.pool, showtime, &rows).await,
+            };
+            return ("statement", written);
+        }
+        let written = async {
+            let mut tx = self.pool.begin().await?;
+            insert(&mut tx, &rows).await?;
+            booking_index::record(&mut tx, showtime, events).await?;
+            tx.commit().await?;
+            Ok(())
+        };
+        ("transaction", written.await)
+    }
+}
+
 struct Pending {
     batch: Batch,
     reply: oneshot::Sender<Result<(), StoreError>>,
@@ -47,7 +133,7 @@ struct Pending {
 
 /// Hands batches to the process's committer task.
 #[derive(Clone)]
-pub struct Committer {
+struct Committer {
     queue: mpsc::UnboundedSender<Pending>,
     pool: PgPool,
     /// Batches being appended right now, through the committer or not.
@@ -56,7 +142,7 @@ pub struct Committer {
 
 impl Committer {
     /// Starts the committer task; it ends when the last handle is dropped.
-    pub fn start(pool: PgPool) -> Self {
+    fn start(pool: PgPool) -> Self {
         // Unbounded: each writer has at most one batch waiting here, so the queue is bounded
         // by the number of writers (and each writer's own queue is bounded).
         let (queue, batches) = mpsc::unbounded_channel();
@@ -73,7 +159,7 @@ impl Committer {
     /// A batch that no other is being appended beside (one hot showtime) is written by its
     /// own writer: the way through the committer is two more waits in the runtime's queue,
     /// which on a busy process is longer than the statement, and there is nothing to share.
-    pub async fn append(&self, batch: Batch) -> Result<(), StoreError> {
+    async fn append(&self, batch: Batch) -> Result<(), StoreError> {
         let appending = Appending::enter(&self.appending);
         if appending.alone {
             return batch.write_alone(&self.pool).await;
