@@ -2,6 +2,10 @@
 //! as the events (see `migrations/*_booking_index.sql`): which showtime a reservation or ticket
 //! belongs to, when each open hold is due to expire, which payments have no recorded outcome
 //! yet and which refunds the card processor has still to pay.
+//!
+//! Which rows an event implies is decided here, once: [`Lookups::add`] for the common events
+//! (their rows are written by the `record_lookups` SQL function, the only place they are, see
+//! `migrations/*_record_lookups.sql`), [`record_one`] for the rare ones.
 
 use crate::event_store::{EventColumns, EventStore, NewEvent, PgQuery, StoreError};
 use crate::reservation_cache::Owner;
@@ -47,9 +51,9 @@ fn owner((showtime, customer): (Uuid, Uuid)) -> Owner {
 /// A hot showtime's batch holds hundreds of holds and releases; one statement per event made
 /// the batch wait on hundreds of round trips before its commit. The common writes (new
 /// reservations, tickets and timers, deleted timers, settled payments) are gathered and sent
-/// as one statement per table; the rare ones (a payment starting or failing, a refund) first
-/// send what was gathered, then run on their own, so every row ends as if the events had been
-/// applied one by one, in order. (A batch of common events alone can go in one statement with
+/// in one statement; the rare ones (a payment starting or failing, a refund) first send what
+/// was gathered, then run on their own, so every row ends as if the events had been applied
+/// one by one, in order. (A batch of common events alone can go in one statement with
 /// its events: see [`gather`] and [`Lookups::append_with`].)
 pub async fn record(
     tx: &mut Transaction<'_, Postgres>,
@@ -107,7 +111,8 @@ enum Step {
     Added,
     /// Its writes must follow what was gathered: send that first, then add it.
     SendFirst,
-    /// It is written on its own ([`record_one`]), after what was gathered.
+    /// It is written on its own ([`record_one`]), after what was gathered (which includes the
+    /// payment it settles, if any).
     Rare,
 }
 
@@ -137,10 +142,18 @@ impl Lookups {
                 );
             }
             ShowtimeEvent::ShowtimeScheduled { .. } | ShowtimeEvent::ShowtimeCancelled { .. } => {}
-            ShowtimeEvent::PaymentStarted(_)
-            | ShowtimeEvent::PaymentFailed(_)
-            | ShowtimeEvent::PaymentRefunded { .. }
-            | ShowtimeEvent::TicketRefunded(_) => return Step::Rare,
+            ShowtimeEvent::PaymentFailed(e) => {
+                // Settled with what was gathered; the rest is written on its own, after.
+                self.settled.push(e.payment_id.0);
+                return Step::Rare;
+            }
+            ShowtimeEvent::PaymentRefunded { payment_id, .. } => {
+                self.settled.push(payment_id.0);
+                return Step::Rare;
+            }
+            ShowtimeEvent::PaymentStarted(_) | ShowtimeEvent::TicketRefunded(_) => {
+                return Step::Rare
+            }
         }
         Step::Added
     }
@@ -177,63 +190,32 @@ impl Lookups {
         Ok(())
     }
 
+    /// Writes what was gathered (through `record_lookups`, the one place the common lookup
+    /// rows are written: see its migration) and starts gathering anew.
     async fn send(
         &mut self,
         tx: &mut Transaction<'_, Postgres>,
         showtime: Uuid,
     ) -> Result<(), sqlx::Error> {
-        if !self.reservations.is_empty() {
-            let (ids, customers, expiries) = unzip3(self.reservations.drain(..));
-            sqlx::query(
-                "insert into reservation_index (reservation_id, showtime_id, customer_id)
-                 select r, $2, c from unnest($1::uuid[], $3::uuid[]) as t(r, c)
-                 on conflict do nothing",
-            )
-            .bind(&ids)
-            .bind(showtime)
-            .bind(&customers)
-            .execute(&mut **tx)
-            .await?;
-            sqlx::query(
-                "insert into hold_timers (reservation_id, showtime_id, expires_at, due_at)
-                 select r, $2, e, e from unnest($1::uuid[], $3::timestamptz[]) as t(r, e)
-                 on conflict do nothing",
-            )
-            .bind(&ids)
-            .bind(showtime)
-            .bind(&expiries)
-            .execute(&mut **tx)
-            .await?;
+        if self.is_empty() {
+            return Ok(());
         }
-        if !self.tickets.is_empty() {
-            let (ids, reservations, customers) = unzip3(self.tickets.drain(..));
-            sqlx::query(
-                "insert into ticket_index (ticket_id, showtime_id, reservation_id, customer_id)
-                 select t, $2, r, c from unnest($1::uuid[], $3::uuid[], $4::uuid[]) as x(t, r, c)
-                 on conflict do nothing",
-            )
-            .bind(&ids)
-            .bind(showtime)
-            .bind(&reservations)
-            .bind(&customers)
-            .execute(&mut **tx)
-            .await?;
-        }
-        if !self.timers_deleted.is_empty() {
-            sqlx::query("delete from hold_timers where reservation_id = any($1)")
-                .bind(&self.timers_deleted)
-                .execute(&mut **tx)
-                .await?;
-            self.timers_deleted.clear();
-        }
-        if !self.settled.is_empty() {
-            sqlx::query("delete from payments_in_flight where payment_id = any($1)")
-                .bind(&self.settled)
-                .execute(&mut **tx)
-                .await?;
-            self.settled.clear();
-        }
+        let mut columns = LookupColumns::default();
+        columns.add(1, std::mem::take(self));
+        let query = sqlx::query(
+            "select record_lookups($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)",
+        )
+        .bind([showtime.to_string()])
+        .bind(Vec::<i32>::new());
+        columns.bind(query).execute(&mut **tx).await?;
         Ok(())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.reservations.is_empty()
+            && self.tickets.is_empty()
+            && self.timers_deleted.is_empty()
+            && self.settled.is_empty()
     }
 }
 
@@ -334,7 +316,6 @@ async fn record_one(
             .await?;
         }
         ShowtimeEvent::PaymentFailed(e) => {
-            settled(tx, e.payment_id.0).await?;
             // Back to the hold's own expiry, never past the pin (the aggregate's rule too).
             sqlx::query(
                 "update hold_timers
@@ -351,7 +332,6 @@ async fn record_one(
             refunded_at,
             ..
         } => {
-            settled(tx, payment_id.0).await?;
             refund_due(
                 tx,
                 &payment_id.to_string(),
@@ -367,15 +347,6 @@ async fn record_one(
         }
         common => unreachable!("gathered by `record`: {common:?}"),
     }
-    Ok(())
-}
-
-/// The payment's outcome is in the log: nothing left to reconcile.
-async fn settled(tx: &mut Transaction<'_, Postgres>, payment: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query("delete from payments_in_flight where payment_id = $1")
-        .bind(payment)
-        .execute(&mut **tx)
-        .await?;
     Ok(())
 }
 
