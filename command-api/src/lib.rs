@@ -6,7 +6,6 @@
 //! - [`auth`]: bearer tokens, the extractors checking them, and the bootstrap admin.
 //! - [`passwords`]: the password rule, and argon2id hashing, a bounded number at a time.
 //! - [`payment`]: the payment provider trait and the built-in test card processor.
-//! - [`history`]: reading the event log: pages, as-of states, seat stories.
 //! - [`ratelimit`]: per-address and per-account limits on login, registration and booking.
 //! - [`idempotency`]: `Idempotency-Key` handling for creating POSTs.
 //! - [`error`]: the API's one error type, rendered as problem+json.
@@ -28,7 +27,6 @@ pub mod config;
 pub mod deadlines;
 pub mod error;
 pub mod headers;
-pub mod history;
 pub mod idempotency;
 pub mod live;
 pub mod metrics;

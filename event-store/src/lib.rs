@@ -9,12 +9,18 @@
 //!   batches of other showtimes in one commit.
 //! - [`writer_registry`]: which showtimes have a writer, and which to stop past the cap.
 //! - [`booking_index`]: the lookup rows derived from showtime events, in the same transaction.
+//! - [`envelope`]: one stored event, as read from the `events` table (and published to
+//!   JetStream as JSON).
+//! - [`history`]: reading the event log for analysts: pages in commit order, a showtime as it
+//!   stood at an instant, the story of a seat.
 //! - [`reservation_cache`]: the showtime and customer of recent reservations, in memory.
 
 pub mod append;
 pub mod booking_index;
 pub mod db;
+pub mod envelope;
 pub mod event_store;
+pub mod history;
 pub mod reservation_cache;
 pub mod writer;
 pub mod writer_registry;

@@ -6,7 +6,7 @@ use clap::{Parser, Subcommand};
 use marquee::operator::Format;
 use marquee::startup::{self, Roles};
 use marquee_api::config::Config;
-use marquee_api::history::Filter;
+use marquee_event_store::history::Filter;
 use std::fs::File;
 use std::io::{BufWriter, IsTerminal, Write};
 use std::path::PathBuf;

@@ -4,8 +4,8 @@
 
 use anyhow::{bail, Context};
 use indicatif::{ProgressBar, ProgressStyle};
-use marquee_api::history::{self, Filter};
-use marquee_nats::Envelope;
+use marquee_event_store::envelope::Envelope;
+use marquee_event_store::history::{self, Filter};
 use sqlx::PgPool;
 use std::io::Write;
 

@@ -6,10 +6,11 @@
 //! with backoff, and after [`MAX_DELIVERIES`] it is parked (recorded for operators, logged and
 //! counted) and acked. Later events of a parked aggregate are the handler's to hold back.
 
-use crate::{stream, Envelope, Error, Namespace};
+use crate::{stream, Error, Namespace};
 use async_nats::jetstream::{self, consumer::pull, AckKind};
 use async_trait::async_trait;
 use futures::StreamExt;
+use marquee_event_store::envelope::Envelope;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;

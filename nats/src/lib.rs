@@ -11,7 +11,6 @@
 //!   backoff, and parking of events that keep failing.
 
 pub mod consumer;
-pub mod envelope;
 pub mod names;
 pub mod outbox;
 pub mod relay;
@@ -19,7 +18,6 @@ pub mod stream;
 #[cfg(feature = "testing")]
 pub mod testing;
 
-pub use envelope::Envelope;
 pub use names::Namespace;
 
 /// Errors of the JetStream plumbing.

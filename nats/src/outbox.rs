@@ -9,8 +9,8 @@
 //! unlocks it), so a statement that runs on that session runs while the lock is ours, and a
 //! deposed relay's next statement fails instead of overwriting the new leader's checkpoint.
 
-use crate::envelope::{Envelope, COLUMNS};
 use crate::{Error, Namespace};
+use marquee_event_store::envelope::{Envelope, COLUMNS};
 use sqlx::{PgConnection, PgExecutor, PgPool};
 
 /// A position in the log: everything up to and including it is published.

@@ -17,10 +17,10 @@
 //! last message comes before the checkpoint (NATS lost its storage, or the most recent part
 //! of it), it republishes from that message on ([`Refill`]).
 
-use crate::envelope::Envelope;
 use crate::outbox::Leadership;
 use crate::{stream, Error, Namespace};
 use async_nats::jetstream::{self, message::PublishMessage};
+use marquee_event_store::envelope::Envelope;
 use sqlx::postgres::PgListener;
 use sqlx::PgPool;
 use std::time::{Duration, Instant};

@@ -2,10 +2,11 @@
 
 use async_nats::jetstream::{self, consumer::pull};
 use futures::StreamExt;
+use marquee_event_store::envelope::Envelope;
 use marquee_nats::outbox::{Cursor, Leadership};
 use marquee_nats::relay::Relay;
 use marquee_nats::testing::{fresh_database, fresh_namespace};
-use marquee_nats::{Envelope, Namespace};
+use marquee_nats::Namespace;
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::time::Duration;

@@ -6,7 +6,7 @@ use crate::theaters::{contains_pattern, push_distance, push_near_filter, Near};
 use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use marquee_domain::movie::{Movie, MovieDetails, MovieEvent};
-use marquee_nats::Envelope;
+use marquee_event_store::envelope::Envelope;
 use sqlx::{PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;
 

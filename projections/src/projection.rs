@@ -1,7 +1,7 @@
 //! What a projection is.
 
 use async_trait::async_trait;
-use marquee_nats::Envelope;
+use marquee_event_store::envelope::Envelope;
 use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
 use std::sync::Arc;

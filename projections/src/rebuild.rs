@@ -14,8 +14,8 @@ use futures::TryStreamExt;
 use marquee_domain::movie::Movie;
 use marquee_domain::showtime::Showtime;
 use marquee_domain::theater::Theater;
-use marquee_nats::envelope::COLUMNS;
-use marquee_nats::Envelope;
+use marquee_event_store::envelope::Envelope;
+use marquee_event_store::envelope::COLUMNS;
 use sqlx::{PgConnection, PgPool};
 use std::time::Instant;
 

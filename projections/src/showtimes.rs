@@ -7,7 +7,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, NaiveDate, Utc};
 use marquee_domain::seating::SeatLayout;
 use marquee_domain::showtime::{Showtime, ShowtimeDetails, ShowtimeEvent};
-use marquee_nats::Envelope;
+use marquee_event_store::envelope::Envelope;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, QueryBuilder};
 use uuid::Uuid;

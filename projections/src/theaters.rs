@@ -8,7 +8,7 @@ use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
 use marquee_domain::seating::SeatLayout;
 use marquee_domain::theater::{Screen, Theater, TheaterChanges, TheaterEvent};
-use marquee_nats::Envelope;
+use marquee_event_store::envelope::Envelope;
 use serde_json::{json, Value};
 use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;

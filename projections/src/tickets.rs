@@ -6,7 +6,7 @@ use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
 use chrono::{DateTime, SubsecRound, Utc};
 use marquee_domain::showtime::{Showtime, ShowtimeEvent, TicketStatus};
-use marquee_nats::Envelope;
+use marquee_event_store::envelope::Envelope;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;

@@ -12,9 +12,10 @@
 
 use crate::projection::{Projection, ProjectionError};
 use async_trait::async_trait;
+use marquee_event_store::envelope::Envelope;
+use marquee_event_store::envelope::COLUMNS;
 use marquee_nats::consumer::{self, Failure, Handler, Spec};
-use marquee_nats::envelope::COLUMNS;
-use marquee_nats::{Envelope, Namespace};
+use marquee_nats::Namespace;
 use sqlx::{PgConnection, PgPool};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;

@@ -2,13 +2,13 @@
 
 use crate::auth::Admin;
 use crate::error::{ApiError, AppPath, AppQuery};
-use crate::history::{self, Filter};
 use crate::state::AppState;
 use axum::extract::State;
 use chrono::{DateTime, Utc};
 use marquee_domain::showtime::ShowtimeEvent;
 use marquee_domain::{ReservationId, SeatLabel, TicketId};
-use marquee_nats::Envelope;
+use marquee_event_store::envelope::Envelope;
+use marquee_event_store::history::{self, Filter};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use std::collections::HashMap;

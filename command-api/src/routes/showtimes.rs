@@ -391,7 +391,7 @@ async fn seat_map(
             Some(u) if !u.is_admin() => return Err(ApiError::Forbidden),
             Some(_) => {}
         }
-        let past = crate::history::showtime_as_of(&state.pool, &id.to_string(), at)
+        let past = marquee_event_store::history::showtime_as_of(&state.pool, &id.to_string(), at)
             .await?
             .ok_or(ApiError::NotFound)?;
         return Ok(axum::Json(map_of_state(&past, id, at)));

@@ -369,7 +369,7 @@ async fn replay_switches_over_while_serving_and_equals_a_rebuild() {
 #[tokio::test]
 async fn exporting_streams_every_matching_event_as_ndjson_or_csv() {
     use marquee::operator::{export, Format};
-    use marquee_api::history::Filter;
+    use marquee_event_store::history::Filter;
     let app = spawn_app().await;
     let showtime = app.showtime().await;
     let ann = app.customer().await;

@@ -6,13 +6,12 @@
 //! that has ended form a prefix of the log: a page never shows an event after one that a
 //! later page would show before it, and no event is skipped when a transaction commits late.
 
+use crate::envelope::{Envelope, COLUMNS};
+use crate::event_store::{to_envelope, StoreError};
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate;
 use marquee_domain::showtime::{Showtime, ShowtimeEvent};
-use marquee_event_store::event_store::{to_envelope, StoreError};
-use marquee_nats::envelope::COLUMNS;
-use marquee_nats::Envelope;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, QueryBuilder};
 

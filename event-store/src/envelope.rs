@@ -1,4 +1,5 @@
-//! An event as stored in the `events` table and as published to JetStream.
+//! An event as stored in the `events` table: the one row type every reader of the log uses
+//! (history, the relay, which publishes it to JetStream as JSON, and the projections).
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
