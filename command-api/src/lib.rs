@@ -6,11 +6,14 @@
 //! - [`auth`]: bearer tokens, the extractors checking them, and the bootstrap admin.
 //! - [`passwords`]: the password rule, and argon2id hashing, a bounded number at a time.
 //! - [`payment`]: the payment provider trait and the built-in test card processor.
+//! - [`admission`]: what the process takes on, and what it sheds at once (`503 overloaded`).
 //! - [`ratelimit`]: per-address and per-account limits on login, registration and booking.
 //! - [`idempotency`]: `Idempotency-Key` handling for creating POSTs.
 //! - [`error`]: the API's one error type, rendered as problem+json.
 //! - [`routes`]: one module per resource, and the OpenAPI document.
 //! - [`timer`]: records hold expiries.
+//! - [`reconcile`]: settles payments whose outcome was never recorded, and pays refunds due.
+//! - [`state`]: what every handler shares (`AppState`).
 //! - [`live`]: live seat maps fed from the event stream, for the seat-map streams.
 //! - [`metrics`]: the Prometheus recorder, `/metrics` and the per-request series.
 //! - [`readiness`]: the dependency checks behind `/readyz`, at most one a second.

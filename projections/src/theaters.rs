@@ -248,3 +248,12 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<TheaterRow>, sqlx::Er
     .fetch_optional(pool)
     .await
 }
+
+/// Whether PostgreSQL knows the IANA time zone `name`: the read models compute a showtime's
+/// local date in its theater's zone (`at time zone`), so a theater must not have another.
+pub async fn is_known_time_zone(pool: &PgPool, name: &str) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar("select exists(select 1 from pg_timezone_names where name = $1)")
+        .bind(name)
+        .fetch_one(pool)
+        .await
+}

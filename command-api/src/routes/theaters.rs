@@ -175,12 +175,7 @@ fn check_timezone(errors: &mut Errors, tz: &str) -> String {
 
 /// Refuses a time zone Postgres does not know: dates of showtimes are computed in it.
 async fn check_known_timezone(state: &AppState, tz: &str) -> Result<(), ApiError> {
-    let known: bool =
-        sqlx::query_scalar("select exists(select 1 from pg_timezone_names where name = $1)")
-            .bind(tz)
-            .fetch_one(&state.pool)
-            .await?;
-    if known {
+    if read::is_known_time_zone(&state.pool, tz).await? {
         Ok(())
     } else {
         Err(ApiError::field(
