@@ -5,8 +5,9 @@
 //! therefore recorded as started (`PaymentStarted`, with a row in `payments_in_flight`)
 //! before the card is charged, and its outcome after. When the process dies in between, or
 //! the processor does not answer within `MARQUEE_PAYMENT_TIMEOUT_MS`, the row stays. Just
-//! before charging, the sender writes its own deadline on the row ([`mark_sending`]); once it
-//! has passed (a grace included), no process waits for the answer any more and this pass asks
+//! before charging, the sender writes its own deadline on the row
+//! ([`due::mark_sending`]); once it has passed (a grace included), no process waits for the
+//! answer any more and this pass asks
 //! the processor what happened and records it: tickets (or a refund, if the hold is gone by
 //! then) for a charge, a failed payment otherwise. A charge the processor has not seen is
 //! voided first, so that none can arrive after the failure is recorded; and should a success
@@ -24,6 +25,7 @@ use marquee_domain::showtime::{
     MAX_SEATS_PER_HOLD,
 };
 use marquee_domain::{Currency, Money, PaymentId, ReservationId, ShowtimeId, TicketId};
+use marquee_event_store::due::{self, DuePayment, DueRefund};
 use marquee_event_store::event_store::{now, Actor, Metadata};
 use marquee_event_store::writer::{WriteError, Writers};
 use rand::Rng;
@@ -72,21 +74,10 @@ pub async fn run(
     }
 }
 
-/// A payment in flight whose outcome the pass may record.
-#[derive(sqlx::FromRow)]
-struct Due {
-    payment_id: Uuid,
-    showtime_id: Uuid,
-    reservation_id: Uuid,
-    /// Whether a process wrote a deadline before charging (or a pass claimed it).
-    sent: bool,
-    attempts: i32,
-}
-
 /// Records the outcome of every payment that no process can still be waiting for: one whose
-/// sender's deadline (see [`mark_sending`]) passed more than a grace ago, or one never sent and
-/// recorded more than `timeout` (plus the grace) ago. Returns how many it settled. A payment
-/// the processor cannot be asked about now waits its own back-off; the others go on.
+/// sender's deadline (see [`due::mark_sending`]) passed more than a grace ago, or one never
+/// sent and recorded more than `timeout` (plus the grace) ago. Returns how many it settled. A
+/// payment the processor cannot be asked about now waits its own back-off; the others go on.
 pub async fn settle_stale(
     pool: &PgPool,
     writers: &Writers,
@@ -94,8 +85,8 @@ pub async fn settle_stale(
     timeout: Duration,
 ) -> Result<usize, sqlx::Error> {
     let mut settled = 0;
-    for due in due_payments(pool, timeout).await? {
-        if !due.sent && !claim(pool, due.payment_id).await? {
+    for due in due::payments(pool, timeout, GRACE, BATCH).await? {
+        if !due.sent && !due::claim_unsent(pool, due.payment_id).await? {
             continue; // its sender wrote a deadline a moment ago: it is in flight after all
         }
         let payment = PaymentId(due.payment_id);
@@ -107,70 +98,17 @@ pub async fn settle_stale(
             }
             Err(e) => {
                 tracing::warn!(%payment, attempts = due.attempts + 1, error = %e, "cannot reconcile a payment yet; retrying later");
-                back_off(pool, &due, &e).await?;
+                due::retry_payment_later(pool, due.payment_id, &e, backoff(due.attempts)).await?;
                 continue;
             }
         }
         // Settled now or before (the aggregate refused a second outcome): either way the log
         // has the outcome once the aggregate has none left to record.
         if still_open(writers, ShowtimeId(due.showtime_id), payment).await == Some(false) {
-            sqlx::query("delete from payments_in_flight where payment_id = $1")
-                .bind(payment.0)
-                .execute(pool)
-                .await?;
+            due::forget_payment(pool, payment).await?;
         }
     }
     Ok(settled)
-}
-
-async fn due_payments(pool: &PgPool, timeout: Duration) -> Result<Vec<Due>, sqlx::Error> {
-    // The database's clock throughout: deadlines are written with it too.
-    sqlx::query_as(
-        "select payment_id, showtime_id, reservation_id, charge_deadline is not null as sent,
-                attempts
-         from payments_in_flight
-         where coalesce(charge_deadline, recorded_at + $1 * interval '1 millisecond')
-                   + $2 * interval '1 millisecond' <= now()
-           and (retry_at is null or retry_at <= now())
-         order by retry_at nulls first, recorded_at limit $3",
-    )
-    .bind(timeout.as_millis() as f64)
-    .bind(GRACE.as_millis() as f64)
-    .bind(BATCH)
-    .fetch_all(pool)
-    .await
-}
-
-/// Claims a payment never sent, so that a sender arriving late does not charge it (see
-/// [`mark_sending`]). False when the sender got there first.
-async fn claim(pool: &PgPool, payment: Uuid) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "update payments_in_flight set charge_deadline = now()
-         where payment_id = $1 and charge_deadline is null",
-    )
-    .bind(payment)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
-}
-
-/// Called just before a charge is sent: writes how long its sender waits for the answer, so
-/// no pass settles it meanwhile, whatever its own timeout. False when a pass already claimed
-/// the payment as never sent: then it must not be charged.
-pub async fn mark_sending(
-    pool: &PgPool,
-    payment: PaymentId,
-    timeout: Duration,
-) -> Result<bool, sqlx::Error> {
-    let done = sqlx::query(
-        "update payments_in_flight set charge_deadline = now() + $2 * interval '1 millisecond'
-         where payment_id = $1 and charge_deadline is null",
-    )
-    .bind(payment.0)
-    .bind(timeout.as_millis() as f64)
-    .execute(pool)
-    .await?;
-    Ok(done.rows_affected() == 1)
 }
 
 /// Asks the processor what became of the payment, voids it if the charge never arrived, and
@@ -178,7 +116,7 @@ pub async fn mark_sending(
 async fn settle(
     writers: &Writers,
     payments: &dyn PaymentProvider,
-    due: &Due,
+    due: &DuePayment,
 ) -> Result<ChargeStatus, String> {
     let payment = PaymentId(due.payment_id);
     let (showtime, reservation) = (
@@ -219,20 +157,6 @@ async fn ask<T>(
             CALL_TIMEOUT.as_secs()
         )),
     }
-}
-
-async fn back_off(pool: &PgPool, due: &Due, error: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
-        "update payments_in_flight set attempts = attempts + 1, last_error = $2,
-                retry_at = now() + $3 * interval '1 second'
-         where payment_id = $1",
-    )
-    .bind(due.payment_id)
-    .bind(error.chars().take(500).collect::<String>())
-    .bind(backoff(due.attempts).as_secs() as f64)
-    .execute(pool)
-    .await?;
-    Ok(())
 }
 
 /// Whether the showtime still waits for the payment's outcome; `None` if it cannot tell.
@@ -316,15 +240,15 @@ pub async fn pay_refunds(
     pool: &PgPool,
     payments: &dyn PaymentProvider,
 ) -> Result<usize, sqlx::Error> {
-    let due: Vec<(String, Uuid, i64, String, i32)> = sqlx::query_as(
-        "select refund_id, payment_id, amount, currency, attempts from refunds_due
-         where due_at <= now() order by due_at limit $1",
-    )
-    .bind(BATCH)
-    .fetch_all(pool)
-    .await?;
     let mut paid = 0;
-    for (refund, payment, amount, currency, attempts) in due {
+    for DueRefund {
+        refund_id: refund,
+        payment_id: payment,
+        amount,
+        currency,
+        attempts,
+    } in due::refunds(pool, BATCH).await?
+    {
         let money = match Currency::parse(&currency).and_then(|c| Money::new(amount, c)) {
             Ok(m) => m,
             Err(e) => {
@@ -334,10 +258,7 @@ pub async fn pay_refunds(
         };
         match ask(payments.refund(&refund, PaymentId(payment), &money)).await {
             Ok(()) => {
-                sqlx::query("delete from refunds_due where refund_id = $1")
-                    .bind(&refund)
-                    .execute(pool)
-                    .await?;
+                due::refund_paid(pool, &refund).await?;
                 paid += 1;
                 metrics::counter!("marquee_refunds_paid_total").increment(1);
             }
@@ -345,16 +266,7 @@ pub async fn pay_refunds(
                 let wait = backoff(attempts);
                 tracing::warn!(refund, %payment, attempts = attempts + 1, retry_in_seconds = wait.as_secs(), error = %e, "the processor did not take a refund; retrying later");
                 metrics::counter!("marquee_refund_failures_total").increment(1);
-                sqlx::query(
-                    "update refunds_due set attempts = attempts + 1, last_error = $2,
-                            due_at = now() + $3 * interval '1 second'
-                     where refund_id = $1",
-                )
-                .bind(&refund)
-                .bind(e.chars().take(500).collect::<String>())
-                .bind(wait.as_secs() as f64)
-                .execute(pool)
-                .await?;
+                due::retry_refund_later(pool, &refund, &e, wait).await?;
             }
         }
     }

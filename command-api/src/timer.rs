@@ -6,13 +6,12 @@
 //! events. Several processes may run it: an expiry recorded twice is refused by the aggregate.
 
 use marquee_domain::showtime::{ExpireHold, ShowtimeCommand, ShowtimeError};
-use marquee_domain::{ReservationId, ShowtimeId};
+use marquee_event_store::due::{self, DueHold};
 use marquee_event_store::event_store::{now, Actor, Metadata};
 use marquee_event_store::writer::{WriteError, Writers};
 use sqlx::PgPool;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
-use uuid::Uuid;
 
 /// How often the timer looks for due holds.
 pub const TICK: Duration = Duration::from_millis(500);
@@ -43,33 +42,24 @@ pub async fn run(pool: PgPool, writers: Writers, shutdown: CancellationToken) {
 
 /// Expires every hold that is due now; returns how many it recorded.
 pub async fn expire_due(pool: &PgPool, writers: &Writers) -> Result<usize, sqlx::Error> {
-    let due: Vec<(Uuid, Uuid)> = sqlx::query_as(
-        "select reservation_id, showtime_id from hold_timers where due_at <= $1
-         order by due_at limit $2",
-    )
-    .bind(now())
-    .bind(BATCH)
-    .fetch_all(pool)
-    .await?;
     let mut expired = 0;
-    for (reservation, showtime) in due {
+    for DueHold {
+        reservation,
+        showtime,
+    } in due::holds(pool, now(), BATCH).await?
+    {
         let command = ShowtimeCommand::ExpireHold(ExpireHold {
-            reservation_id: ReservationId(reservation),
+            reservation_id: reservation,
             now: now(),
         });
         let meta = Metadata::engine(Actor::Timer);
-        match writers.execute(ShowtimeId(showtime), command, meta).await {
+        match writers.execute(showtime, command, meta).await {
             Ok(events) if !events.is_empty() => expired += 1,
             // Nothing to record, or the hold is unknown: the row is stale, drop it.
             Ok(_)
             | Err(WriteError::Rejected(
                 ShowtimeError::ReservationNotFound | ShowtimeError::NotFound,
-            )) => {
-                sqlx::query("delete from hold_timers where reservation_id = $1")
-                    .bind(reservation)
-                    .execute(pool)
-                    .await?;
-            }
+            )) => due::forget_hold(pool, reservation).await?,
             Err(WriteError::Rejected(ShowtimeError::NotExpiredYet)) => {}
             Err(e) => tracing::warn!(%reservation, error = %e, "could not record an expiry"),
         }

@@ -9,6 +9,7 @@
 //!   batches of other showtimes in one commit.
 //! - [`writer_registry`]: which showtimes have a writer, and which to stop past the cap.
 //! - [`booking_index`]: the lookup rows derived from showtime events, in the same transaction.
+//! - [`due`]: the work lists of the expiry timer and the payment reconciler.
 //! - [`envelope`]: one stored event, as read from the `events` table (and published to
 //!   JetStream as JSON).
 //! - [`history`]: reading the event log for analysts: pages in commit order, a showtime as it
@@ -18,6 +19,7 @@
 pub mod append;
 pub mod booking_index;
 pub mod db;
+pub mod due;
 pub mod envelope;
 pub mod event_store;
 pub mod history;

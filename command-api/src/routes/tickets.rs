@@ -234,7 +234,7 @@ async fn charge_and_settle(
     let timeout = state.config.payment_timeout;
     // From here on no reconciler settles the payment before our own timeout has passed; if one
     // already gave up on it as never sent, it must not be charged.
-    if !reconcile::mark_sending(&state.pool, payment, timeout).await? {
+    if !marquee_event_store::due::mark_sending(&state.pool, payment, timeout).await? {
         return Err(ApiError::Conflict(
             "the payment was given up before the card was charged; nothing was charged, \
              pay again"
