@@ -363,6 +363,92 @@ pub struct SeatMap {
     pub rows: Vec<RowDto>,
 }
 
+impl SeatMap {
+    fn empty(showtime_id: Uuid) -> Self {
+        Self {
+            showtime_id,
+            available: 0,
+            held: 0,
+            sold: 0,
+            rows: vec![],
+        }
+    }
+
+    /// The seat map from the read model's seats, in row order.
+    fn from_rows(id: Uuid, seats: Vec<seat_maps::SeatRow>) -> Self {
+        let mut map = Self::empty(id);
+        for seat in seats {
+            match seat.status.as_str() {
+                "sold" => map.sold += 1,
+                "held" => map.held += 1,
+                _ => map.available += 1,
+            }
+            if map.rows.last().is_none_or(|r| r.row != seat.row_name) {
+                map.rows.push(RowDto {
+                    row: seat.row_name.clone(),
+                    seats: vec![],
+                });
+            }
+            let row = map.rows.last_mut().expect("pushed above");
+            row.seats.push(SeatDto {
+                seat: seat.seat,
+                kind: seat.kind,
+                status: seat.status,
+                price: money_of(&seat.price),
+                column: seat.column_index.max(0) as usize,
+                mine: seat.mine.then_some(true),
+            });
+        }
+        map
+    }
+
+    /// The seat map from a showtime's state folded from events, at `at`.
+    pub(super) fn of_state(s: &ShowtimeAggregate, id: Uuid, at: DateTime<Utc>) -> Self {
+        let mut map = Self::empty(id);
+        for row in s.layout().rows {
+            let seats = row
+                .seats
+                .iter()
+                .map(|seat| {
+                    let status = match s.seat_state(&seat.label, at) {
+                        SeatState::Available => {
+                            map.available += 1;
+                            "available"
+                        }
+                        SeatState::Held(_) => {
+                            map.held += 1;
+                            "held"
+                        }
+                        SeatState::Sold(_) => {
+                            map.sold += 1;
+                            "sold"
+                        }
+                    };
+                    SeatDto {
+                        seat: seat.label.to_string(),
+                        kind: seat.kind.as_str().to_owned(),
+                        status: status.to_owned(),
+                        price: s
+                            .price_of(seat.kind)
+                            .map(MoneyDto::from)
+                            .unwrap_or(MoneyDto {
+                                amount: 0,
+                                currency: String::new(),
+                            }),
+                        column: seat.column,
+                        mine: None,
+                    }
+                })
+                .collect();
+            map.rows.push(RowDto {
+                row: row.name,
+                seats,
+            });
+        }
+        map
+    }
+}
+
 /// When to show the seat map at.
 #[derive(Deserialize, IntoParams)]
 pub struct SeatMapQuery {
@@ -394,42 +480,13 @@ async fn seat_map(
         let past = marquee_event_store::history::showtime_as_of(&state.pool, &id.to_string(), at)
             .await?
             .ok_or(ApiError::NotFound)?;
-        return Ok(axum::Json(map_of_state(&past, id, at)));
+        return Ok(axum::Json(SeatMap::of_state(&past, id, at)));
     }
     let caller = user.map(|u| u.id.0);
     let seats = seat_maps::get(&state.pool, id, now(), caller)
         .await?
         .ok_or(ApiError::NotFound)?;
-    let mut map = SeatMap {
-        showtime_id: id,
-        available: 0,
-        held: 0,
-        sold: 0,
-        rows: vec![],
-    };
-    for seat in seats {
-        match seat.status.as_str() {
-            "sold" => map.sold += 1,
-            "held" => map.held += 1,
-            _ => map.available += 1,
-        }
-        if map.rows.last().is_none_or(|r| r.row != seat.row_name) {
-            map.rows.push(RowDto {
-                row: seat.row_name.clone(),
-                seats: vec![],
-            });
-        }
-        let row = map.rows.last_mut().expect("pushed above");
-        row.seats.push(SeatDto {
-            seat: seat.seat,
-            kind: seat.kind,
-            status: seat.status,
-            price: money_of(&seat.price),
-            column: seat.column_index.max(0) as usize,
-            mine: seat.mine.then_some(true),
-        });
-    }
-    Ok(axum::Json(map))
+    Ok(axum::Json(SeatMap::from_rows(id, seats)))
 }
 
 /// Which showtimes to list.
@@ -464,56 +521,4 @@ async fn list(
     Ok(axum::Json(ShowtimeList {
         showtimes: rows.into_iter().map(Showtime::from).collect(),
     }))
-}
-
-/// A seat map from a showtime's state folded from events, at `at`.
-pub(super) fn map_of_state(s: &ShowtimeAggregate, id: Uuid, at: DateTime<Utc>) -> SeatMap {
-    let mut map = SeatMap {
-        showtime_id: id,
-        available: 0,
-        held: 0,
-        sold: 0,
-        rows: vec![],
-    };
-    for row in s.layout().rows {
-        let seats = row
-            .seats
-            .iter()
-            .map(|seat| {
-                let status = match s.seat_state(&seat.label, at) {
-                    SeatState::Available => {
-                        map.available += 1;
-                        "available"
-                    }
-                    SeatState::Held(_) => {
-                        map.held += 1;
-                        "held"
-                    }
-                    SeatState::Sold(_) => {
-                        map.sold += 1;
-                        "sold"
-                    }
-                };
-                SeatDto {
-                    seat: seat.label.to_string(),
-                    kind: seat.kind.as_str().to_owned(),
-                    status: status.to_owned(),
-                    price: s
-                        .price_of(seat.kind)
-                        .map(MoneyDto::from)
-                        .unwrap_or(MoneyDto {
-                            amount: 0,
-                            currency: String::new(),
-                        }),
-                    column: seat.column,
-                    mine: None,
-                }
-            })
-            .collect();
-        map.rows.push(RowDto {
-            row: row.name,
-            seats,
-        });
-    }
-    map
 }

@@ -7,7 +7,7 @@
 //! Every event's `id` is the showtime's event sequence it reflects. A browser's `EventSource`
 //! reconnects by itself and is sent a fresh snapshot then.
 
-use super::showtimes::{map_of_state, SeatMap};
+use super::showtimes::SeatMap;
 use crate::error::{ApiError, AppPath};
 use crate::live::{Change, LiveSeats, Subscription};
 use crate::state::AppState;
@@ -95,7 +95,7 @@ type Changes = Subscription;
 /// The snapshot event and the changes after it, or 404.
 async fn watch(state: &AppState, id: Uuid) -> Result<(Event, Changes), ApiError> {
     let snapshot = |showtime: &_, sequence| {
-        let map = map_of_state(showtime, id, chrono::Utc::now());
+        let map = SeatMap::of_state(showtime, id, chrono::Utc::now());
         event("snapshot", sequence, &SeatSnapshot { sequence, map })
     };
     state
