@@ -215,7 +215,7 @@ async fn bad_seat_choices_are_validation_errors() {
 
 #[tokio::test]
 async fn an_expired_hold_is_free_at_once_and_the_timer_records_it() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.hold_for = Duration::from_secs(1);
     let app = spawn_with(config).await;
     let showtime = app.showtime().await;
@@ -266,7 +266,7 @@ async fn an_expired_hold_is_free_at_once_and_the_timer_records_it() {
 
 #[tokio::test]
 async fn a_payment_that_completes_after_its_pin_ran_out_is_refunded_and_recorded() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.payment_pin = Duration::from_millis(300);
     config.payment_latency = Duration::from_millis(800);
     let app = spawn_with(config).await;
@@ -283,7 +283,7 @@ async fn a_payment_that_completes_after_its_pin_ran_out_is_refunded_and_recorded
 
 #[tokio::test]
 async fn a_slow_payment_started_inside_the_hold_still_issues_tickets() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.hold_for = Duration::from_secs(1);
     config.payment_latency = Duration::from_millis(1500);
     let app = spawn_with(config).await;
@@ -422,7 +422,7 @@ async fn paying_twice_for_one_reservation_is_a_conflict_and_charges_once() {
 
 #[tokio::test]
 async fn holding_again_after_the_window_is_refused_with_hold_cooldown_and_changes_nothing() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.hold_for = Duration::from_secs(1);
     config.hold_cooldown = Duration::from_secs(60);
     let app = spawn_with(config).await;

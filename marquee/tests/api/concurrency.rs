@@ -135,7 +135,7 @@ async fn two_engine_processes_on_one_database_never_share_a_seat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_direct_writer_baseline_never_shares_a_seat_either() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.writer_mode = marquee_event_store::writer::WriterMode::Direct;
     let app = spawn_with(config).await;
     contend(&[&app]).await;
@@ -143,7 +143,7 @@ async fn the_direct_writer_baseline_never_shares_a_seat_either() {
 
 #[tokio::test]
 async fn commands_that_waited_too_long_in_the_queue_are_shed_with_503_and_change_nothing() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.showtime_max_wait = Some(std::time::Duration::from_micros(1));
     let app = spawn_with(config).await;
     let showtime = app.showtime_with_layout(&["ssssssssss"; 10]).await;

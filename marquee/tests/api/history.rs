@@ -160,7 +160,7 @@ async fn status_as_of(
 
 #[tokio::test]
 async fn the_seat_map_as_of_a_past_time_matches_what_happened_then() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.hold_for = Duration::from_secs(2);
     let app = spawn_with(config).await;
     let admin = app.admin().await;

@@ -141,7 +141,7 @@ fn chrono_tz_offset_new_york() -> chrono::FixedOffset {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_relay_and_projector_mid_stream_loses_and_duplicates_nothing() {
-    let config = test_config(&fresh_database());
+    let config = test_config(&fresh_database_url());
     let api_only = Roles {
         api: true,
         relay: false,
@@ -233,7 +233,7 @@ async fn killing_relay_and_projector_mid_stream_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_that_keeps_failing_is_parked_and_its_aggregate_waits_behind_it() {
-    let config = test_config(&fresh_database());
+    let config = test_config(&fresh_database_url());
     let app = spawn_with(config.clone()).await;
     let poisoned = app.showtime().await;
     let healthy = app.showtime().await;
