@@ -3,27 +3,20 @@
 
 use crate::helpers::*;
 use chrono::{DateTime, TimeDelta, Utc};
+use marquee_test_support::{append, append_in, event};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 
+/// Appends `events` events to the test aggregate `aggregate` in one transaction, which stays
+/// open `hold_ms` before it commits.
 async fn append_slowly(pool: sqlx::PgPool, aggregate: String, events: i64, hold_ms: u64) {
+    let rows: Vec<_> = (1..=events)
+        .map(|sequence| event("Test", &aggregate, sequence, "Happened", "1", json!({})))
+        .collect();
     let mut tx = pool.begin().await.unwrap();
-    sqlx::query(
-        "select append_events(array_fill('Test'::text, array[$2::int]),
-                              array_fill($1::text, array[$2::int]),
-                              array(select generate_series(1, $2::bigint)),
-                              array_fill('Happened'::text, array[$2::int]),
-                              array_fill('1'::text, array[$2::int]),
-                              array_fill('{}'::jsonb, array[$2::int]),
-                              array_fill('{}'::jsonb, array[$2::int]))",
-    )
-    .bind(&aggregate)
-    .bind(events)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    append_in(&mut tx, &rows).await;
     tokio::time::sleep(Duration::from_millis(hold_ms)).await;
     tx.commit().await.unwrap();
 }
@@ -437,19 +430,17 @@ async fn an_event_stored_in_an_older_version_still_reads_everywhere() {
         "amount": {"amount": 1250, "currency": "USD"}, "started_at": now, "pinned_until": now + TimeDelta::minutes(10)}});
     let failed_v1 = serde_json::json!({"PaymentFailed": {"reservation_id": reservation, "payment_id": payment,
         "reason": "card_declined", "failed_at": now}});
-    for (sequence, event_type, version, payload) in [
-        (3, "PaymentStarted", "1", started),
-        (4, "PaymentFailed", "1", failed_v1),
+    for (sequence, event_type, payload) in [
+        (3, "PaymentStarted", started),
+        (4, "PaymentFailed", failed_v1),
     ] {
-        sqlx::query("select append_events(array['Showtime'], array[$1], array[$2::bigint], array[$3], array[$4], array[$5::jsonb], array['{}'::jsonb])")
-            .bind(&showtime)
-            .bind(sequence)
-            .bind(event_type)
-            .bind(version)
-            .bind(payload)
-            .execute(&app.pool)
-            .await
-            .unwrap();
+        append(
+            &app.pool,
+            &[event(
+                "Showtime", &showtime, sequence, event_type, "1", payload,
+            )],
+        )
+        .await;
     }
     // A fresh engine on the same database folds it (the writer loads the showtime)...
     let restarted = spawn_with(app.config.clone()).await;

@@ -4,6 +4,7 @@
 use crate::helpers::*;
 use marquee::startup::Roles;
 use marquee_projections::rebuild::{differences, rebuild_into};
+use marquee_test_support::{append, event};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -247,18 +248,19 @@ async fn an_event_that_keeps_failing_is_parked_and_its_aggregate_waits_behind_it
         "customer_id": uuid::Uuid::now_v7(), "seats": ["A1"],
         "total": {"amount": 1250, "currency": "USD"}, "held_at": now,
         "expires_at": now + chrono::TimeDelta::minutes(7)}});
-    for (sequence, payload) in [(2i64, garbage), (3, good)] {
-        sqlx::query(
-            "select append_events(array['Showtime'], array[$1], array[$2::bigint],
-                                  array['SeatsHeld'], array['1'], array[$3::jsonb],
-                                  array['{}'::jsonb])",
+    for (sequence, payload) in [(2, garbage), (3, good)] {
+        append(
+            &app.pool,
+            &[event(
+                "Showtime",
+                &poisoned,
+                sequence,
+                "SeatsHeld",
+                "1",
+                payload,
+            )],
         )
-        .bind(&poisoned)
-        .bind(sequence)
-        .bind(payload)
-        .execute(&app.pool)
-        .await
-        .unwrap();
+        .await;
     }
     assert_eq!(
         app.hold(&ann, &healthy, &["A1"]).await.status(),
