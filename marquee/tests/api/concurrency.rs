@@ -23,18 +23,17 @@ fn wish(i: usize) -> Vec<&'static str> {
     }
 }
 
+/// The showtime's events as the history API shows them, each payload tagged with its event
+/// type again (the API shows the fields alone) to read it as a `ShowtimeEvent`.
 async fn stored_events(app: &TestApp, showtime: &str) -> Vec<ShowtimeEvent> {
-    let payloads: Vec<Value> = sqlx::query_scalar(
-        "select payload from events where aggregate_type = 'Showtime' and aggregate_id = $1
-         order by sequence",
-    )
-    .bind(showtime)
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
-    payloads
+    app.events(&format!("aggregate_type=Showtime&aggregate_id={showtime}"))
+        .await
         .into_iter()
-        .map(|p| serde_json::from_value(p).unwrap())
+        .map(|e| {
+            let event_type = e["event_type"].as_str().unwrap().to_owned();
+            let tagged = serde_json::Map::from_iter([(event_type, e["payload"].clone())]);
+            serde_json::from_value(Value::Object(tagged)).unwrap()
+        })
         .collect()
 }
 

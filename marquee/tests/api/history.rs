@@ -122,13 +122,13 @@ async fn the_events_api_is_for_admins_and_filters_by_aggregate_and_type() {
     .await;
 }
 
-async fn recorded_at(app: &TestApp, showtime: &str, event_type: &str) -> DateTime<Utc> {
-    sqlx::query_scalar("select recorded_at from events where aggregate_id = $1 and event_type = $2 order by sequence desc limit 1")
-        .bind(showtime)
-        .bind(event_type)
-        .fetch_one(&app.pool)
+/// When each of the showtime's events of `event_type` was recorded, oldest first.
+async fn recorded_at(app: &TestApp, showtime: &str, event_type: &str) -> Vec<DateTime<Utc>> {
+    app.events(&format!("aggregate_id={showtime}&event_type={event_type}"))
         .await
-        .unwrap()
+        .iter()
+        .map(|e| e["recorded_at"].as_str().unwrap().parse().unwrap())
+        .collect()
 }
 
 async fn status_as_of(
@@ -163,12 +163,15 @@ async fn the_seat_map_as_of_a_past_time_matches_what_happened_then() {
     let ms = TimeDelta::milliseconds;
 
     let a: Value = app.held(&ann, &showtime, &["A1"]).await;
-    let held_a1 = recorded_at(&app, &showtime, "SeatsHeld").await;
     app.hold(&bob, &showtime, &["A2"]).await;
-    let held_a2 = recorded_at(&app, &showtime, "SeatsHeld").await;
     app.pay(&ann, a["id"].as_str().unwrap(), "4242424242424242")
         .await;
-    let sold_a1 = recorded_at(&app, &showtime, "TicketsIssued").await;
+    // Read once Ann has paid: her hold lasts two seconds.
+    let held = recorded_at(&app, &showtime, "SeatsHeld").await;
+    let [held_a1, held_a2] = held[..] else {
+        panic!("two holds: {held:?}")
+    };
+    let sold_a1 = recorded_at(&app, &showtime, "TicketsIssued").await[0];
 
     assert_eq!(
         status_as_of(&app, &admin, &showtime, held_a1 - ms(1), "A1").await,

@@ -124,13 +124,8 @@ async fn a_payment_the_processor_never_received_is_recorded_as_failed_and_the_ho
         r["status"] == "held"
     })
     .await;
-    let reason: String = sqlx::query_scalar(
-        "select payload->'PaymentFailed'->>'reason' from events where event_type = 'PaymentFailed'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(reason, "processor_unavailable");
+    let failed = &app.events("event_type=PaymentFailed").await[0];
+    assert_eq!(failed["payload"]["reason"], "processor_unavailable");
 }
 
 #[tokio::test]
