@@ -5,8 +5,9 @@ use futures::StreamExt;
 use marquee_event_store::envelope::Envelope;
 use marquee_nats::outbox::{Cursor, Leadership};
 use marquee_nats::relay::Relay;
-use marquee_nats::testing::{fresh_database, fresh_namespace};
+use marquee_nats::testing::fresh_namespace;
 use marquee_nats::Namespace;
+use marquee_test_support::{append, append_in, event, fresh_database, NewEvent};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use std::time::Duration;
@@ -17,17 +18,16 @@ async fn nats() -> async_nats::Client {
     async_nats::connect(url).await.expect("NATS is running")
 }
 
-async fn insert(db: &mut sqlx::PgConnection, aggregate: &str, sequence: i64) {
-    sqlx::query(
-        "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                             payload, metadata)
-         values ('Test', $1, $2, 'Happened', '1', '{}', '{}')",
+/// The `sequence`th event of the test aggregate `aggregate`.
+fn happened(aggregate: &str, sequence: i64) -> NewEvent {
+    event(
+        "Test",
+        aggregate,
+        sequence,
+        "Happened",
+        "1",
+        serde_json::json!({}),
     )
-    .bind(aggregate)
-    .bind(sequence)
-    .execute(db)
-    .await
-    .unwrap();
 }
 
 /// Every message in the stream, in stream order.
@@ -91,12 +91,10 @@ async fn a_transaction_that_commits_late_is_published_not_skipped() {
 
     // A long transaction takes position 1 first and stays open...
     let mut long = pool.begin().await.unwrap();
-    insert(&mut long, "late", 1).await;
+    append_in(&mut long, &[happened("late", 1)]).await;
     // ...while short ones take positions 2 and 3 and commit.
-    let mut conn = pool.acquire().await.unwrap();
-    insert(&mut conn, "early", 1).await;
-    insert(&mut conn, "early", 2).await;
-    drop(conn);
+    append(&pool, &[happened("early", 1)]).await;
+    append(&pool, &[happened("early", 2)]).await;
 
     let (stop, relay) = start(&pool, &client, &ns);
     tokio::time::sleep(Duration::from_millis(700)).await;
@@ -112,9 +110,7 @@ async fn a_transaction_that_commits_late_is_published_not_skipped() {
     relay.await.unwrap();
 
     // A restarted relay resumes from its checkpoint: nothing twice.
-    let mut conn = pool.acquire().await.unwrap();
-    insert(&mut conn, "early", 3).await;
-    drop(conn);
+    append(&pool, &[happened("early", 3)]).await;
     let (stop, relay) = start(&pool, &client, &ns);
     let got = wait_for(&client, &ns, 4).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -140,7 +136,7 @@ async fn concurrent_writers_committing_out_of_order_are_all_published_once_in_ag
                 let mut tx = pool.begin().await.unwrap();
                 for _ in 0..(1 + (a + round) % 3) {
                     sequence += 1;
-                    insert(&mut tx, &format!("agg{a}"), sequence).await;
+                    append_in(&mut tx, &[happened(&format!("agg{a}"), sequence)]).await;
                 }
                 tokio::time::sleep(Duration::from_millis(((a * 7 + round * 13) % 40) as u64)).await;
                 tx.commit().await.unwrap();
@@ -177,13 +173,12 @@ async fn only_one_relay_publishes_and_a_standby_takes_over() {
     let (stop_a, relay_a) = start(&pool, &client, &ns);
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (stop_b, relay_b) = start(&pool, &client, &ns);
-    let mut conn = pool.acquire().await.unwrap();
-    insert(&mut conn, "x", 1).await;
+    append(&pool, &[happened("x", 1)]).await;
     wait_for(&client, &ns, 1).await;
     // The active relay goes away; the standby must carry on.
     stop_a.cancel();
     relay_a.await.unwrap();
-    insert(&mut conn, "x", 2).await;
+    append(&pool, &[happened("x", 2)]).await;
     let got = wait_for(&client, &ns, 2).await;
     assert_eq!(got.len(), 2);
     stop_b.cancel();
@@ -269,8 +264,7 @@ async fn a_relay_whose_lock_session_is_killed_stops_publishing_until_it_leads_ag
     let client = nats().await;
     let ns = fresh_namespace();
     let (stop, relay) = start(&pool, &client, &ns);
-    let mut conn = pool.acquire().await.unwrap();
-    insert(&mut conn, "x", 1).await;
+    append(&pool, &[happened("x", 1)]).await;
     wait_for(&client, &ns, 1).await;
     let checkpoint = stored_checkpoint(&pool, &ns).await;
 
@@ -282,7 +276,7 @@ async fn a_relay_whose_lock_session_is_killed_stops_publishing_until_it_leads_ag
         .execute(&mut other)
         .await
         .unwrap();
-    insert(&mut conn, "x", 2).await;
+    append(&pool, &[happened("x", 2)]).await;
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(
         published(&client, &ns).await.len(),
@@ -303,9 +297,8 @@ async fn events_the_stream_lost_from_its_end_are_republished() {
     let pool = fresh_database().await;
     let client = nats().await;
     let ns = fresh_namespace();
-    let mut conn = pool.acquire().await.unwrap();
     for sequence in 1..=10 {
-        insert(&mut conn, "x", sequence).await;
+        append(&pool, &[happened("x", sequence)]).await;
     }
     let (stop, relay) = start(&pool, &client, &ns);
     wait_for(&client, &ns, 10).await;

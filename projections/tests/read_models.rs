@@ -7,13 +7,12 @@ use marquee_domain::movie::{Movie, MovieCommand, MovieDetails};
 use marquee_domain::showtime::*;
 use marquee_domain::theater::{Location, Screen, Slot, Theater, TheaterCommand, TheaterDetails};
 use marquee_domain::*;
-use marquee_event_store::envelope::Envelope;
-use marquee_event_store::envelope::COLUMNS;
-use marquee_nats::testing::fresh_database;
+use marquee_event_store::envelope::{Envelope, COLUMNS};
 use marquee_projections::rebuild::{differences, prepare, rebuild_into};
 use marquee_projections::theaters::{search_query, Near};
 use marquee_projections::tracking::apply_tracked;
 use marquee_projections::{all, seat_maps};
+use marquee_test_support::{append, event, fresh_database};
 use sqlx::PgPool;
 use std::collections::HashMap;
 use uuid::Uuid;
@@ -32,23 +31,24 @@ impl Log {
         events: Vec<A::Event>,
     ) {
         let id = id.to_string();
+        let sequence = self.sequences.entry(id.clone()).or_default();
+        let rows: Vec<_> = events
+            .iter()
+            .map(|e| {
+                *sequence += 1;
+                let payload = serde_json::to_value(e).unwrap();
+                event(
+                    A::TYPE,
+                    &id,
+                    *sequence,
+                    &e.event_type(),
+                    &e.event_version(),
+                    payload,
+                )
+            })
+            .collect();
+        append(&self.pool, &rows).await;
         for e in events {
-            let sequence = self.sequences.entry(id.clone()).or_default();
-            *sequence += 1;
-            sqlx::query(
-                "insert into events (aggregate_type, aggregate_id, sequence, event_type,
-                                     event_version, payload, metadata)
-                 values ($1, $2, $3, $4, $5, $6, '{}')",
-            )
-            .bind(A::TYPE)
-            .bind(&id)
-            .bind(*sequence)
-            .bind(e.event_type())
-            .bind(e.event_version())
-            .bind(serde_json::to_value(&e).unwrap())
-            .execute(&self.pool)
-            .await
-            .unwrap();
             aggregate.apply(e);
         }
     }

@@ -1,7 +1,7 @@
 //! The command side's lookup rows: recording a whole batch of events at once leaves exactly
-//! the rows that recording them one at a time, in order, leaves.
+//! the rows that recording them one at a time, in order, leaves. Each test has a database
+//! without an engine: an engine's reconciler would pay (and remove) the refunds meanwhile.
 
-use crate::helpers::{fresh_database, test_config};
 use chrono::{Duration, Utc};
 use marquee_domain::showtime::{
     IssuedTicket, PaymentFailed, PaymentStarted, ReleaseReason, SeatsHeld, Showtime, ShowtimeEvent,
@@ -12,6 +12,7 @@ use marquee_domain::{
 };
 use marquee_event_store::booking_index;
 use marquee_event_store::event_store::{to_new_events, Actor, Metadata, StoreError};
+use marquee_test_support::fresh_database;
 use sqlx::PgPool;
 use uuid::Uuid;
 
@@ -126,18 +127,9 @@ fn story() -> Vec<ShowtimeEvent> {
     ]
 }
 
-/// A fresh database without an engine: an engine's reconciler would pay (and remove) the
-/// refunds meanwhile.
-async fn database_alone() -> PgPool {
-    let config = test_config(&fresh_database());
-    marquee_event_store::db::connect_and_migrate(&config.database_url)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn a_batch_leaves_the_rows_that_its_events_one_by_one_leave() {
-    let pool = &database_alone().await;
+    let pool = &fresh_database().await;
     let showtime = ShowtimeId(Uuid::now_v7());
     let events = story();
 
@@ -186,7 +178,7 @@ fn common_story() -> (Vec<ShowtimeEvent>, Vec<ShowtimeEvent>) {
 
 #[tokio::test]
 async fn a_batch_of_common_events_in_one_statement_leaves_the_rows_of_one_by_one() {
-    let pool = &database_alone().await;
+    let pool = &fresh_database().await;
     let showtime = ShowtimeId(Uuid::now_v7());
     let (before, batch) = common_story();
     assert!(
@@ -261,7 +253,7 @@ fn rows_of(
 #[tokio::test]
 async fn a_group_commit_writes_every_batch_but_one_whose_showtime_was_written_first() {
     use marquee_event_store::append::{write, Batch};
-    let pool = &database_alone().await;
+    let pool = &fresh_database().await;
     let story = story();
     let [s1, s2, s3] = [(); 3].map(|_| ShowtimeId(Uuid::now_v7()));
     // r1 held and released, r3 held; r2 held (its showtime taken first); r4 held.

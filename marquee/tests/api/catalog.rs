@@ -232,15 +232,16 @@ async fn refunds_record_the_cancellation_that_caused_them() {
     let admin = app.admin().await;
     app.delete(&format!("/v1/showtimes/{showtime}"), Some(&admin))
         .await;
-    let metas: Vec<(String, Value)> = sqlx::query_as(
-        "select event_type, metadata from events where aggregate_id = $1
-           and event_type in ('ShowtimeCancelled', 'TicketRefunded', 'TicketsIssued')
-         order by sequence",
-    )
-    .bind(&showtime)
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
+    let metas: Vec<(Value, Value)> = app
+        .events(&format!("aggregate_id={showtime}"))
+        .await
+        .into_iter()
+        .filter(|e| {
+            ["ShowtimeCancelled", "TicketRefunded", "TicketsIssued"]
+                .contains(&e["event_type"].as_str().unwrap())
+        })
+        .map(|e| (e["event_type"].clone(), e["metadata"].clone()))
+        .collect();
     let [(_, issued), (_, cancelled), (_, refunded)] = &metas[..] else {
         panic!("{metas:?}");
     };

@@ -2,6 +2,8 @@
 
 use crate::helpers::*;
 use marquee::check::check;
+use marquee_test_support::{append, event};
+use serde_json::{json, Value};
 use std::time::Duration;
 
 async fn violations(app: &TestApp) -> Vec<String> {
@@ -60,22 +62,30 @@ async fn a_seat_sold_twice_is_found() {
     let app = spawn_app().await;
     let showtime = busy_history(&app).await;
     app.settle().await;
-    // Forge a second sale of A1 into the log, as a broken writer might have.
-    sqlx::query(
-        "insert into events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                             payload, metadata)
-         select aggregate_type, aggregate_id,
-                (select max(sequence) + 1 from events where aggregate_id = $1), event_type,
-                event_version,
-                jsonb_set(jsonb_set(payload, '{tickets,0,ticket_id}', to_jsonb(gen_random_uuid()::text)),
-                          '{tickets,1,ticket_id}', to_jsonb(gen_random_uuid()::text)),
-                metadata
+    // Forge a second sale of A1 into the log, as a broken writer might have: the first sale
+    // again, with tickets of its own, as the showtime's next event.
+    let (sequence, version, mut payload, metadata): (i64, String, Value, Value) = sqlx::query_as(
+        "select (select max(sequence) + 1 from events where aggregate_id = $1),
+                event_version, payload, metadata
          from events where aggregate_id = $1 and event_type = 'TicketsIssued'",
     )
     .bind(&showtime)
-    .execute(&app.pool)
+    .fetch_one(&app.pool)
     .await
     .unwrap();
+    for ticket in payload["TicketsIssued"]["tickets"].as_array_mut().unwrap() {
+        ticket["ticket_id"] = json!(uuid::Uuid::new_v4());
+    }
+    let mut second_sale = event(
+        "Showtime",
+        &showtime,
+        sequence,
+        "TicketsIssued",
+        &version,
+        payload,
+    );
+    second_sale.metadata = metadata;
+    append(&app.pool, &[second_sale]).await;
     let found = check(&app.pool, None, &|_, _| {}).await.unwrap().violations;
     assert!(
         found.iter().any(|v| v.contains("seat A1 sold twice")),

@@ -23,18 +23,17 @@ fn wish(i: usize) -> Vec<&'static str> {
     }
 }
 
+/// The showtime's events as the history API shows them, each payload tagged with its event
+/// type again (the API shows the fields alone) to read it as a `ShowtimeEvent`.
 async fn stored_events(app: &TestApp, showtime: &str) -> Vec<ShowtimeEvent> {
-    let payloads: Vec<Value> = sqlx::query_scalar(
-        "select payload from events where aggregate_type = 'Showtime' and aggregate_id = $1
-         order by sequence",
-    )
-    .bind(showtime)
-    .fetch_all(&app.pool)
-    .await
-    .unwrap();
-    payloads
+    app.events(&format!("aggregate_type=Showtime&aggregate_id={showtime}"))
+        .await
         .into_iter()
-        .map(|p| serde_json::from_value(p).unwrap())
+        .map(|e| {
+            let event_type = e["event_type"].as_str().unwrap().to_owned();
+            let tagged = serde_json::Map::from_iter([(event_type, e["payload"].clone())]);
+            serde_json::from_value(Value::Object(tagged)).unwrap()
+        })
         .collect()
 }
 
@@ -135,7 +134,7 @@ async fn two_engine_processes_on_one_database_never_share_a_seat() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_direct_writer_baseline_never_shares_a_seat_either() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.writer_mode = marquee_event_store::writer::WriterMode::Direct;
     let app = spawn_with(config).await;
     contend(&[&app]).await;
@@ -143,7 +142,7 @@ async fn the_direct_writer_baseline_never_shares_a_seat_either() {
 
 #[tokio::test]
 async fn commands_that_waited_too_long_in_the_queue_are_shed_with_503_and_change_nothing() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.showtime_max_wait = Some(std::time::Duration::from_micros(1));
     let app = spawn_with(config).await;
     let showtime = app.showtime_with_layout(&["ssssssssss"; 10]).await;

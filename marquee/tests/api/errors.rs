@@ -251,7 +251,7 @@ async fn overlong_and_control_character_fields_are_refused_but_unicode_is_fine()
 
 #[tokio::test]
 async fn a_full_showtime_queue_sheds_with_503_and_retry_after() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.showtime_queue = 1;
     let app = spawn_with(config).await;
     let showtime = app.showtime().await;
@@ -287,7 +287,7 @@ async fn shed_while_healthy(shed: reqwest::Response, health: reqwest::Response) 
 
 #[tokio::test]
 async fn requests_are_shed_while_the_process_runs_late() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     // High enough that two cores shared with the other tests (and their password hashing) do
     // not keep it up for long, since the setup below must not be shed; low enough for the
     // runtime held up below to be far past it.
@@ -335,7 +335,7 @@ async fn requests_are_shed_while_the_process_runs_late() {
 
 #[tokio::test]
 async fn requests_past_the_in_flight_cap_are_shed_at_once() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.max_in_flight = Some(1);
     // A payment that stays in flight long enough to be the one request in progress.
     config.payment_latency = std::time::Duration::from_millis(1500);

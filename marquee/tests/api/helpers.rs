@@ -9,28 +9,25 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
+pub use marquee_test_support::fresh_database_url;
+
 /// Namespaces of test runs start with this.
 const TEST_PREFIX: &str = "mqt";
 
 pub const ADMIN_EMAIL: &str = "admin@marquee.test";
 pub const ADMIN_PASSWORD: &str = "admin-password";
 
-/// Where test databases are created: `MARQUEE_TEST_DATABASE_URL`, by default the local server.
-fn server_url() -> String {
-    std::env::var("MARQUEE_TEST_DATABASE_URL")
-        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432".into())
-}
-
-/// A configuration for tests: its own database, short defaults.
-pub fn test_config(database: &str) -> Config {
+/// A configuration for tests on the database at `database_url` (which the engine creates if
+/// it is missing), with short defaults.
+pub fn test_config(database_url: &str) -> Config {
     Config {
-        database_url: format!("{}/{database}", server_url()),
+        database_url: database_url.to_owned(),
         nats_url: std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".into()),
         http_addr: "127.0.0.1:0".parse().unwrap(),
         metrics_addr: None,
         // Short (a namespace is at most 32 characters) and marked, so old test streams can be
         // told apart and removed.
-        namespace: format!("{TEST_PREFIX}{}", &database[database.len() - 12..]),
+        namespace: format!("{TEST_PREFIX}{}", &database_url[database_url.len() - 12..]),
         hold_for: Duration::from_secs(420),
         hold_cooldown: Duration::from_secs(300),
         payment_pin: Duration::from_secs(600),
@@ -61,11 +58,6 @@ pub fn test_config(database: &str) -> Config {
     }
 }
 
-/// A fresh database name.
-pub fn fresh_database() -> String {
-    format!("marquee_test_{}", Uuid::new_v4().simple())
-}
-
 pub struct TestApp {
     pub base: String,
     pub client: Client,
@@ -84,7 +76,7 @@ impl Drop for TestApp {
 
 /// Starts the engine with a fresh database.
 pub async fn spawn_app() -> TestApp {
-    spawn_with(test_config(&fresh_database())).await
+    spawn_with(test_config(&fresh_database_url())).await
 }
 
 /// Starts the engine with a given configuration (e.g. a second process on the same database).
@@ -121,7 +113,7 @@ pub async fn spawn_roles(config: Config, roles: Roles) -> TestApp {
 /// Starts the engine with `/metrics` on a listener of its own, as `MARQUEE_METRICS_ADDR` has
 /// it; returns the app and the base URL of the metrics listener.
 pub async fn spawn_with_metrics_listener() -> (TestApp, String) {
-    let config = test_config(&fresh_database());
+    let config = test_config(&fresh_database_url());
     remove_old_test_streams(&config.nats_url).await;
     let state = startup::build_state(config.clone())
         .await
@@ -394,6 +386,9 @@ impl TestApp {
         .await
     }
 
+    /// Every stored event, counted in the table: "a refusal records nothing" must see an
+    /// event at once, before it is below the history's horizon, and without an admin login
+    /// that would count against the rate limits some tests set.
     pub async fn event_count(&self) -> i64 {
         sqlx::query_scalar("select count(*) from events")
             .fetch_one(&self.pool)
@@ -401,14 +396,35 @@ impl TestApp {
             .unwrap()
     }
 
+    /// Every event of the log that `filter` (the query of `GET /v1/events`, e.g.
+    /// `aggregate_id=...&event_type=SeatsHeld`) selects, oldest first, read as an admin
+    /// through the history API once every stored event is below its horizon.
+    pub async fn events(&self, filter: &str) -> Vec<Value> {
+        self.wait_for_history().await;
+        let admin = self.admin().await;
+        let mut events = Vec::new();
+        let mut after = 0;
+        loop {
+            let path = format!("/v1/events?{filter}&after={after}&limit=1000");
+            let r = self.send(Method::GET, &path, Some(&admin), None).await;
+            assert_eq!(r.status(), StatusCode::OK, "{path}");
+            let page: Value = r.json().await.unwrap();
+            let batch = page["events"].as_array().unwrap();
+            if batch.is_empty() {
+                return events;
+            }
+            events.extend(batch.iter().cloned());
+            after = page["next_after"].as_i64().unwrap();
+        }
+    }
+
+    /// The types of an aggregate's events, in order.
     pub async fn event_types(&self, aggregate_id: &str) -> Vec<String> {
-        sqlx::query_scalar(
-            "select event_type from events where aggregate_id = $1 order by sequence",
-        )
-        .bind(aggregate_id)
-        .fetch_all(&self.pool)
-        .await
-        .unwrap()
+        self.events(&format!("aggregate_id={aggregate_id}"))
+            .await
+            .iter()
+            .map(|e| e["event_type"].as_str().unwrap().to_owned())
+            .collect()
     }
 
     pub async fn seat_statuses(&self, showtime: &str, token: Option<&str>) -> Value {

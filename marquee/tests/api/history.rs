@@ -3,27 +3,20 @@
 
 use crate::helpers::*;
 use chrono::{DateTime, TimeDelta, Utc};
+use marquee_test_support::{append, append_in, event};
 use reqwest::StatusCode;
-use serde_json::Value;
+use serde_json::{json, Value};
 use std::collections::HashSet;
 use std::time::Duration;
 
+/// Appends `events` events to the test aggregate `aggregate` in one transaction, which stays
+/// open `hold_ms` before it commits.
 async fn append_slowly(pool: sqlx::PgPool, aggregate: String, events: i64, hold_ms: u64) {
+    let rows: Vec<_> = (1..=events)
+        .map(|sequence| event("Test", &aggregate, sequence, "Happened", "1", json!({})))
+        .collect();
     let mut tx = pool.begin().await.unwrap();
-    sqlx::query(
-        "select append_events(array_fill('Test'::text, array[$2::int]),
-                              array_fill($1::text, array[$2::int]),
-                              array(select generate_series(1, $2::bigint)),
-                              array_fill('Happened'::text, array[$2::int]),
-                              array_fill('1'::text, array[$2::int]),
-                              array_fill('{}'::jsonb, array[$2::int]),
-                              array_fill('{}'::jsonb, array[$2::int]))",
-    )
-    .bind(&aggregate)
-    .bind(events)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
+    append_in(&mut tx, &rows).await;
     tokio::time::sleep(Duration::from_millis(hold_ms)).await;
     tx.commit().await.unwrap();
 }
@@ -129,13 +122,13 @@ async fn the_events_api_is_for_admins_and_filters_by_aggregate_and_type() {
     .await;
 }
 
-async fn recorded_at(app: &TestApp, showtime: &str, event_type: &str) -> DateTime<Utc> {
-    sqlx::query_scalar("select recorded_at from events where aggregate_id = $1 and event_type = $2 order by sequence desc limit 1")
-        .bind(showtime)
-        .bind(event_type)
-        .fetch_one(&app.pool)
+/// When each of the showtime's events of `event_type` was recorded, oldest first.
+async fn recorded_at(app: &TestApp, showtime: &str, event_type: &str) -> Vec<DateTime<Utc>> {
+    app.events(&format!("aggregate_id={showtime}&event_type={event_type}"))
         .await
-        .unwrap()
+        .iter()
+        .map(|e| e["recorded_at"].as_str().unwrap().parse().unwrap())
+        .collect()
 }
 
 async fn status_as_of(
@@ -160,7 +153,7 @@ async fn status_as_of(
 
 #[tokio::test]
 async fn the_seat_map_as_of_a_past_time_matches_what_happened_then() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.hold_for = Duration::from_secs(2);
     let app = spawn_with(config).await;
     let admin = app.admin().await;
@@ -170,12 +163,15 @@ async fn the_seat_map_as_of_a_past_time_matches_what_happened_then() {
     let ms = TimeDelta::milliseconds;
 
     let a: Value = app.held(&ann, &showtime, &["A1"]).await;
-    let held_a1 = recorded_at(&app, &showtime, "SeatsHeld").await;
     app.hold(&bob, &showtime, &["A2"]).await;
-    let held_a2 = recorded_at(&app, &showtime, "SeatsHeld").await;
     app.pay(&ann, a["id"].as_str().unwrap(), "4242424242424242")
         .await;
-    let sold_a1 = recorded_at(&app, &showtime, "TicketsIssued").await;
+    // Read once Ann has paid: her hold lasts two seconds.
+    let held = recorded_at(&app, &showtime, "SeatsHeld").await;
+    let [held_a1, held_a2] = held[..] else {
+        panic!("two holds: {held:?}")
+    };
+    let sold_a1 = recorded_at(&app, &showtime, "TicketsIssued").await[0];
 
     assert_eq!(
         status_as_of(&app, &admin, &showtime, held_a1 - ms(1), "A1").await,
@@ -437,19 +433,17 @@ async fn an_event_stored_in_an_older_version_still_reads_everywhere() {
         "amount": {"amount": 1250, "currency": "USD"}, "started_at": now, "pinned_until": now + TimeDelta::minutes(10)}});
     let failed_v1 = serde_json::json!({"PaymentFailed": {"reservation_id": reservation, "payment_id": payment,
         "reason": "card_declined", "failed_at": now}});
-    for (sequence, event_type, version, payload) in [
-        (3, "PaymentStarted", "1", started),
-        (4, "PaymentFailed", "1", failed_v1),
+    for (sequence, event_type, payload) in [
+        (3, "PaymentStarted", started),
+        (4, "PaymentFailed", failed_v1),
     ] {
-        sqlx::query("select append_events(array['Showtime'], array[$1], array[$2::bigint], array[$3], array[$4], array[$5::jsonb], array['{}'::jsonb])")
-            .bind(&showtime)
-            .bind(sequence)
-            .bind(event_type)
-            .bind(version)
-            .bind(payload)
-            .execute(&app.pool)
-            .await
-            .unwrap();
+        append(
+            &app.pool,
+            &[event(
+                "Showtime", &showtime, sequence, event_type, "1", payload,
+            )],
+        )
+        .await;
     }
     // A fresh engine on the same database folds it (the writer loads the showtime)...
     let restarted = spawn_with(app.config.clone()).await;

@@ -2,7 +2,9 @@
 //! state, which drops closed holds and starts from a snapshot) and entries of the live
 //! seat-map hub.
 
-use crate::helpers::{fresh_database, spawn_app, spawn_roles, spawn_with, test_config, TestApp};
+use crate::helpers::{
+    fresh_database_url, spawn_app, spawn_roles, spawn_with, test_config, TestApp,
+};
 use marquee::startup::Roles;
 use reqwest::StatusCode;
 use serde_json::Value;
@@ -94,7 +96,7 @@ async fn reading_and_streaming_cancelled_or_unknown_showtimes_starts_no_writer()
 #[tokio::test]
 async fn past_the_writer_cap_the_least_recently_used_idle_writer_stops_and_restarts_from_the_store()
 {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.max_writers = 2;
     let app = spawn_with(config).await;
     let ann = app.customer().await;
@@ -298,7 +300,7 @@ async fn snapshot_sequence(app: &TestApp, showtime: &str) -> Option<i64> {
 
 #[tokio::test]
 async fn a_showtime_loads_from_its_latest_snapshot_and_the_events_after_it() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     // Eight events below: one snapshot, then events after it.
     config.snapshot_every = 5;
     let app = spawn_with(config).await;
@@ -370,7 +372,7 @@ async fn a_showtime_loads_from_its_latest_snapshot_and_the_events_after_it() {
 
 #[tokio::test]
 async fn a_showtime_loaded_far_past_its_latest_snapshot_stores_a_new_one_at_once() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.snapshot_every = 1_000;
     let app = spawn_with(config).await;
     let showtime = app.showtime().await;

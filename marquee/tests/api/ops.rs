@@ -2,7 +2,7 @@
 //! is asked, and metrics that can be moved off the API's address.
 
 use crate::helpers::{
-    fresh_database, problem, spawn_app, spawn_with, spawn_with_metrics_listener, test_config,
+    fresh_database_url, problem, spawn_app, spawn_with, spawn_with_metrics_listener, test_config,
     TestApp,
 };
 use reqwest::StatusCode;
@@ -125,7 +125,7 @@ async fn metrics_on_their_own_address_are_served_there_and_not_on_the_api() {
 
 #[tokio::test]
 async fn a_configured_metrics_address_takes_metrics_off_the_api_address() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.metrics_addr = Some("127.0.0.1:0".parse().unwrap());
     let app = spawn_with(config).await;
     let r = app.client.get(app.url("/metrics")).send().await.unwrap();

@@ -29,7 +29,7 @@ async fn count(pool: &PgPool, sql: &str) -> i64 {
 
 #[tokio::test]
 async fn a_charge_whose_answer_times_out_is_settled_by_asking_the_processor() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.payment_latency = Duration::from_millis(1500);
     config.payment_timeout = Duration::from_millis(200);
     let app = spawn_with(config).await;
@@ -95,7 +95,7 @@ async fn a_charge_whose_answer_times_out_is_settled_by_asking_the_processor() {
 
 #[tokio::test]
 async fn a_payment_the_processor_never_received_is_recorded_as_failed_and_the_hold_can_pay_again() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.payment_latency = Duration::from_millis(1500);
     config.payment_timeout = Duration::from_millis(200);
     let app = spawn_with(config).await;
@@ -124,18 +124,13 @@ async fn a_payment_the_processor_never_received_is_recorded_as_failed_and_the_ho
         r["status"] == "held"
     })
     .await;
-    let reason: String = sqlx::query_scalar(
-        "select payload->'PaymentFailed'->>'reason' from events where event_type = 'PaymentFailed'",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
-    assert_eq!(reason, "processor_unavailable");
+    let failed = &app.events("event_type=PaymentFailed").await[0];
+    assert_eq!(failed["payload"]["reason"], "processor_unavailable");
 }
 
 #[tokio::test]
 async fn a_refund_recorded_in_the_log_reaches_the_processor_once() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.payment_pin = Duration::from_millis(300);
     config.payment_latency = Duration::from_millis(800);
     let app = spawn_with(config).await;
@@ -216,10 +211,7 @@ async fn cancelling_a_showtime_pays_back_every_ticket() {
 #[tokio::test]
 async fn a_refund_the_processor_refuses_stays_due_with_its_error_and_backs_off() {
     // No engine running: this pass is the only one.
-    let pool =
-        marquee_event_store::db::connect_and_migrate(&test_config(&fresh_database()).database_url)
-            .await
-            .unwrap();
+    let pool = marquee_test_support::fresh_database().await;
     let processor = TestCardProcessor {
         pool: pool.clone(),
         latency: Duration::ZERO,
@@ -264,7 +256,7 @@ async fn charged(pool: &PgPool) -> i64 {
 #[tokio::test]
 async fn a_reconciler_with_a_shorter_timeout_never_settles_a_charge_another_process_waits_on() {
     // Process A charges and waits 10 s for the answer; the charge takes 5 s to arrive.
-    let mut a = test_config(&fresh_database());
+    let mut a = test_config(&fresh_database_url());
     a.payment_timeout = Duration::from_secs(10);
     a.payment_transit = Duration::from_secs(5);
     let app = spawn_with(a.clone()).await;
@@ -288,7 +280,7 @@ async fn a_reconciler_with_a_shorter_timeout_never_settles_a_charge_another_proc
 
 #[tokio::test]
 async fn a_charge_still_on_its_way_when_its_sender_gives_up_is_voided_and_never_taken() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.payment_timeout = Duration::from_millis(300);
     config.payment_transit = Duration::from_secs(4);
     let app = spawn_with(config).await;
@@ -321,7 +313,7 @@ async fn a_charge_still_on_its_way_when_its_sender_gives_up_is_voided_and_never_
 
 #[tokio::test]
 async fn a_payment_that_waited_in_a_busy_showtimes_queue_is_not_settled_while_it_is_charged() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.payment_timeout = Duration::from_secs(5);
     config.payment_transit = Duration::from_millis(1500);
     let app = spawn_with(config).await;
@@ -351,7 +343,7 @@ async fn a_payment_that_waited_in_a_busy_showtimes_queue_is_not_settled_while_it
 
 #[tokio::test]
 async fn payments_the_reconciler_keeps_failing_on_back_off_and_never_hold_up_the_others() {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.payment_latency = Duration::from_millis(1500);
     config.payment_timeout = Duration::from_millis(200);
     let app = spawn_with(config).await;

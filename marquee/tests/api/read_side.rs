@@ -4,6 +4,7 @@
 use crate::helpers::*;
 use marquee::startup::Roles;
 use marquee_projections::rebuild::{differences, rebuild_into};
+use marquee_test_support::{append, event};
 use reqwest::StatusCode;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -141,7 +142,7 @@ fn chrono_tz_offset_new_york() -> chrono::FixedOffset {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn killing_relay_and_projector_mid_stream_loses_and_duplicates_nothing() {
-    let config = test_config(&fresh_database());
+    let config = test_config(&fresh_database_url());
     let api_only = Roles {
         api: true,
         relay: false,
@@ -233,7 +234,7 @@ async fn killing_relay_and_projector_mid_stream_loses_and_duplicates_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_event_that_keeps_failing_is_parked_and_its_aggregate_waits_behind_it() {
-    let config = test_config(&fresh_database());
+    let config = test_config(&fresh_database_url());
     let app = spawn_with(config.clone()).await;
     let poisoned = app.showtime().await;
     let healthy = app.showtime().await;
@@ -247,18 +248,19 @@ async fn an_event_that_keeps_failing_is_parked_and_its_aggregate_waits_behind_it
         "customer_id": uuid::Uuid::now_v7(), "seats": ["A1"],
         "total": {"amount": 1250, "currency": "USD"}, "held_at": now,
         "expires_at": now + chrono::TimeDelta::minutes(7)}});
-    for (sequence, payload) in [(2i64, garbage), (3, good)] {
-        sqlx::query(
-            "select append_events(array['Showtime'], array[$1], array[$2::bigint],
-                                  array['SeatsHeld'], array['1'], array[$3::jsonb],
-                                  array['{}'::jsonb])",
+    for (sequence, payload) in [(2, garbage), (3, good)] {
+        append(
+            &app.pool,
+            &[event(
+                "Showtime",
+                &poisoned,
+                sequence,
+                "SeatsHeld",
+                "1",
+                payload,
+            )],
         )
-        .bind(&poisoned)
-        .bind(sequence)
-        .bind(payload)
-        .execute(&app.pool)
-        .await
-        .unwrap();
+        .await;
     }
     assert_eq!(
         app.hold(&ann, &healthy, &["A1"]).await.status(),

@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 /// The engine with room for one request at a time, and short limits.
 async fn one_slot() -> TestApp {
-    let mut config = test_config(&fresh_database());
+    let mut config = test_config(&fresh_database_url());
     config.max_in_flight = Some(1);
     config.header_timeout = Duration::from_secs(1);
     config.body_timeout = Duration::from_secs(1);

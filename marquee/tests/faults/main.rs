@@ -7,6 +7,7 @@
 mod harness;
 
 use harness::*;
+use marquee_test_support::fresh_database_url;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -16,15 +17,6 @@ fn load_seconds() -> u64 {
         .ok()
         .and_then(|s| s.parse().ok())
         .unwrap_or(6)
-}
-
-/// A fresh database on the shared PostgreSQL.
-async fn fresh_database() -> String {
-    let name = format!(
-        "marquee_test_f{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..12]
-    );
-    format!("postgres://root@127.0.0.1:5432/{name}")
 }
 
 /// Starts the load in the background; returns the flag that stops it and its result.
@@ -46,7 +38,7 @@ fn start_load(
 #[tokio::test]
 async fn killing_the_engine_mid_load_loses_nothing_acknowledged() {
     let _serial = SERIAL.lock().await;
-    let mut engine = Engine::new(&fresh_database().await, "nats://127.0.0.1:4222");
+    let mut engine = Engine::new(&fresh_database_url(), "nats://127.0.0.1:4222");
     engine.start_ready().await;
     let showtimes = catalog(&engine.base, 3).await;
     let tokens = customers(&engine.base, 16).await;
@@ -71,7 +63,7 @@ async fn killing_the_engine_mid_load_loses_nothing_acknowledged() {
 #[tokio::test]
 async fn a_projector_killed_mid_batch_neither_loses_nor_repeats_an_event() {
     let _serial = SERIAL.lock().await;
-    let mut api = Engine::new(&fresh_database().await, "nats://127.0.0.1:4222");
+    let mut api = Engine::new(&fresh_database_url(), "nats://127.0.0.1:4222");
     api.args = vec!["api".into()];
     api.start_ready().await;
     let mut relay = api.sibling(&["relay"]);
@@ -168,7 +160,7 @@ async fn postgres_down_mid_load_answers_503_and_the_engine_recovers_by_itself() 
 async fn nats_wiped_mid_load_is_refilled_from_the_log_and_read_models_converge() {
     let _serial = SERIAL.lock().await;
     let mut nats = PrivateNats::start();
-    let mut engine = Engine::new(&fresh_database().await, &nats.url());
+    let mut engine = Engine::new(&fresh_database_url(), &nats.url());
     engine.start_ready().await;
     let showtimes = catalog(&engine.base, 2).await;
     let tokens = customers(&engine.base, 12).await;
@@ -243,7 +235,7 @@ async fn a_slow_payment_started_inside_the_hold_issues_tickets_and_one_too_late_
     let _serial = SERIAL.lock().await;
     // The processor answers after 2.5 s; the hold lasts 2 s. Started inside the hold, the
     // payment pins it and gets its tickets.
-    let mut engine = Engine::new(&fresh_database().await, "nats://127.0.0.1:4222");
+    let mut engine = Engine::new(&fresh_database_url(), "nats://127.0.0.1:4222");
     set(&mut engine, "MARQUEE_HOLD_SECONDS", "2");
     set(&mut engine, "MARQUEE_PAYMENT_LATENCY_MS", "2500");
     set(&mut engine, "MARQUEE_PAYMENT_TIMEOUT_MS", "10000");
@@ -254,7 +246,7 @@ async fn a_slow_payment_started_inside_the_hold_issues_tickets_and_one_too_late_
     drop(engine);
 
     // Now the pin runs out (1 s) before the processor answers: the charge is refunded, once.
-    let mut engine = Engine::new(&fresh_database().await, "nats://127.0.0.1:4222");
+    let mut engine = Engine::new(&fresh_database_url(), "nats://127.0.0.1:4222");
     set(&mut engine, "MARQUEE_HOLD_SECONDS", "2");
     set(&mut engine, "MARQUEE_PAYMENT_PIN_SECONDS", "1");
     set(&mut engine, "MARQUEE_PAYMENT_LATENCY_MS", "2500");
