@@ -2,7 +2,6 @@
 //! real NATS, through a real socket, exactly as the `marquee` binary serves it.
 
 mod booking;
-mod booking_index;
 mod catalog;
 mod check;
 mod concurrency;
