@@ -77,8 +77,11 @@ struct Job {
 enum Message {
     Command(Box<Job>),
     /// Catch up with events another process appended, then answer.
-    CatchUp(oneshot::Sender<Result<(), StoreError>>),
+    CatchUp(CatchUpReply),
 }
+
+/// Answers a catch-up request once the writer has caught up (or could not).
+type CatchUpReply = oneshot::Sender<Result<(), StoreError>>;
 
 /// A showtime as last committed, with the sequence of its last event.
 #[derive(Clone, Debug)]
@@ -601,34 +604,17 @@ impl Writer {
                 _ = stop.cancelled() => break,
             };
             busy.store(true, Ordering::Release);
-            let mut batch = Vec::new();
-            let mut waiting = Vec::new();
-            let mut next = Some(first);
-            let now = Instant::now();
-            while let Some(message) = next.take() {
-                match message {
-                    Message::Command(job) if job.shed_after.is_some_and(|t| now > t) => {
-                        metrics::counter!("marquee_commands_shed_total", "reason" => "waited")
-                            .increment(1);
-                        let _ = job.reply.send(Err(WriteError::Overloaded));
-                    }
-                    Message::Command(job) => {
-                        metrics::histogram!("marquee_writer_queue_wait_seconds")
-                            .record(now.saturating_duration_since(job.queued_at).as_secs_f64());
-                        batch.push(*job)
-                    }
-                    Message::CatchUp(done) => waiting.push(done),
-                }
-                if batch.len() < MAX_BATCH {
-                    next = queue.try_recv().ok();
-                }
-            }
+            let (batch, waiting) = take_batch(first, &mut queue);
             self.serve(batch, waiting).await;
             busy.store(false, Ordering::Release);
         }
-        // Going idle: leave the map first so new callers start a fresh writer, then close the
-        // queue and finish what was already sent. A stopped writer has been taken out already,
-        // and a newer writer of the same showtime may be in its place: leave that one.
+        self.go_idle(queue).await;
+    }
+
+    /// Going idle: leave the map first so new callers start a fresh writer, then close the
+    /// queue and finish what was already sent. A stopped writer has been taken out already,
+    /// and a newer writer of the same showtime may be in its place: leave that one.
+    async fn go_idle(mut self, mut queue: mpsc::Receiver<Message>) {
         let mine = |slot: &Slot| {
             slot.get()
                 .is_some_and(|h| Arc::ptr_eq(&h.state, &self.committed))
@@ -647,11 +633,7 @@ impl Writer {
         }
     }
 
-    async fn serve(
-        &mut self,
-        batch: Vec<Job>,
-        waiting: Vec<oneshot::Sender<Result<(), StoreError>>>,
-    ) {
+    async fn serve(&mut self, batch: Vec<Job>, waiting: Vec<CatchUpReply>) {
         if !waiting.is_empty() {
             let result = self.catch_up().await;
             for done in waiting {
@@ -851,6 +833,36 @@ impl Writer {
         }
         Ok(())
     }
+}
+
+/// The commands queued behind `first`, up to [`MAX_BATCH`], and the catch-up requests among
+/// them. A command that waited past its shedding time is answered `Overloaded` instead.
+fn take_batch(
+    first: Message,
+    queue: &mut mpsc::Receiver<Message>,
+) -> (Vec<Job>, Vec<CatchUpReply>) {
+    let mut batch = Vec::new();
+    let mut waiting = Vec::new();
+    let mut next = Some(first);
+    let now = Instant::now();
+    while let Some(message) = next.take() {
+        match message {
+            Message::Command(job) if job.shed_after.is_some_and(|t| now > t) => {
+                metrics::counter!("marquee_commands_shed_total", "reason" => "waited").increment(1);
+                let _ = job.reply.send(Err(WriteError::Overloaded));
+            }
+            Message::Command(job) => {
+                metrics::histogram!("marquee_writer_queue_wait_seconds")
+                    .record(now.saturating_duration_since(job.queued_at).as_secs_f64());
+                batch.push(*job)
+            }
+            Message::CatchUp(done) => waiting.push(done),
+        }
+        if batch.len() < MAX_BATCH {
+            next = queue.try_recv().ok();
+        }
+    }
+    (batch, waiting)
 }
 
 /// Whether a showtime at `version` is due a snapshot, its latest being at `snapshot`, when
