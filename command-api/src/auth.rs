@@ -155,8 +155,8 @@ impl AuthUser {
     }
 
     /// The metadata of the events this user's request causes.
-    pub fn metadata(&self) -> marquee_event_store::event_store::Metadata {
-        marquee_event_store::event_store::Metadata::for_user(self.id, self.request_id.clone())
+    pub fn metadata(&self) -> marquee_event_store::metadata::Metadata {
+        marquee_event_store::metadata::Metadata::for_user(self.id, self.request_id.clone())
     }
 }
 

@@ -309,7 +309,7 @@ pub fn log_internal_error(method: &Method, path: &str, response: &Response) {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
-        if marquee_event_store::event_store::database_unavailable(&e) {
+        if marquee_event_store::error::database_unavailable(&e) {
             Self::Unavailable(format!("database: {e}"))
         } else {
             Self::Internal(e.into())
@@ -317,9 +317,9 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-impl From<marquee_event_store::event_store::StoreError> for ApiError {
-    fn from(e: marquee_event_store::event_store::StoreError) -> Self {
-        use marquee_event_store::event_store::StoreError;
+impl From<marquee_event_store::error::StoreError> for ApiError {
+    fn from(e: marquee_event_store::error::StoreError) -> Self {
+        use marquee_event_store::error::StoreError;
         match e {
             StoreError::Unavailable(cause) => Self::Unavailable(cause),
             other => Self::Internal(other.into()),

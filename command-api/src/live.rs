@@ -206,7 +206,7 @@ impl LiveSeats {
         writers: &Writers,
         id: Uuid,
         snapshot: impl Fn(&Showtime, usize) -> T,
-    ) -> Result<Option<(T, Subscription)>, marquee_event_store::event_store::StoreError> {
+    ) -> Result<Option<(T, Subscription)>, marquee_event_store::error::StoreError> {
         // Whatever happens from here (a failed load, this future dropped midway), dropping
         // the watcher takes it out of the hub.
         let watcher = self.enter(id);
@@ -220,7 +220,7 @@ impl LiveSeats {
                 return Ok(None);
             }
         }
-        Err(marquee_event_store::event_store::StoreError::Other(
+        Err(marquee_event_store::error::StoreError::Other(
             "the live seat map keeps missing events".into(),
         ))
     }
@@ -263,7 +263,7 @@ impl LiveSeats {
         &self,
         writers: &Writers,
         id: Uuid,
-    ) -> Result<bool, marquee_event_store::event_store::StoreError> {
+    ) -> Result<bool, marquee_event_store::error::StoreError> {
         // Read only: watching a closed showtime must not start its writer.
         let Some(shared) = writers.read(ShowtimeId(id)).await? else {
             return Ok(false);

@@ -26,7 +26,8 @@ use marquee_domain::showtime::{
 };
 use marquee_domain::{Currency, Money, PaymentId, ReservationId, ShowtimeId, TicketId};
 use marquee_event_store::due::{self, DuePayment, DueRefund};
-use marquee_event_store::event_store::{now, Actor, Metadata};
+use marquee_event_store::event_store::now;
+use marquee_event_store::metadata::{Actor, Metadata};
 use marquee_event_store::writer::{WriteError, Writers};
 use rand::Rng;
 use sqlx::PgPool;

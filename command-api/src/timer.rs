@@ -7,7 +7,8 @@
 
 use marquee_domain::showtime::{ExpireHold, ShowtimeCommand, ShowtimeError};
 use marquee_event_store::due::{self, DueHold};
-use marquee_event_store::event_store::{now, Actor, Metadata};
+use marquee_event_store::event_store::now;
+use marquee_event_store::metadata::{Actor, Metadata};
 use marquee_event_store::writer::{WriteError, Writers};
 use sqlx::PgPool;
 use std::time::Duration;

@@ -23,14 +23,111 @@
 //! while the others of its group are written.
 
 use crate::booking_index::{self, LookupColumns, Lookups};
-use crate::event_store::{insert, NewEvent, StoreError};
+use crate::db::PgQuery;
+use crate::error::StoreError;
+use crate::metadata::Metadata;
+use cqrs_es::{Aggregate, DomainEvent};
 use marquee_domain::showtime::ShowtimeEvent;
 use marquee_domain::ShowtimeId;
-use sqlx::{PgPool, Row};
+use serde_json::Value;
+use sqlx::{PgPool, Postgres, Row, Transaction};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 use tokio::sync::{mpsc, oneshot, Semaphore};
+
+/// An event ready to be appended.
+#[derive(Clone, Debug)]
+pub struct NewEvent {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: Value,
+}
+
+/// Serializes `events` of aggregate `A` as sequences `after + 1, after + 2, ...`.
+pub fn to_new_events<A: Aggregate>(
+    id: &str,
+    after: usize,
+    events: &[A::Event],
+    meta: &Metadata,
+) -> Vec<NewEvent> {
+    let metadata = meta.to_value();
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| NewEvent {
+            aggregate_type: A::TYPE,
+            aggregate_id: id.to_owned(),
+            sequence: (after + i + 1) as i64,
+            event_type: e.event_type(),
+            event_version: e.event_version(),
+            payload: serde_json::to_value(e).expect("domain events serialize to JSON"),
+            metadata: metadata.clone(),
+        })
+        .collect()
+}
+
+/// Appends events inside `tx` with one statement. A sequence that is already taken fails the
+/// whole statement with [`StoreError::Conflict`].
+pub async fn insert(
+    tx: &mut Transaction<'_, Postgres>,
+    events: &[NewEvent],
+) -> Result<(), StoreError> {
+    if events.is_empty() {
+        return Ok(());
+    }
+    // append_events (see its migration) inserts under a short lock so that positions follow
+    // transaction ids; readers of the log rely on it.
+    let query = sqlx::query("select append_events($1, $2, $3, $4, $5, $6, $7)");
+    EventColumns::of(events)
+        .bind(query)
+        .execute(&mut **tx)
+        .await
+        .map_err(StoreError::from_insert)?;
+    Ok(())
+}
+
+/// Events as the column arrays `append_events` takes, in its parameter order.
+pub struct EventColumns {
+    aggregate_types: Vec<&'static str>,
+    aggregate_ids: Vec<String>,
+    sequences: Vec<i64>,
+    event_types: Vec<String>,
+    event_versions: Vec<String>,
+    payloads: Vec<Value>,
+    metadatas: Vec<Value>,
+}
+
+impl EventColumns {
+    pub fn of(events: &[NewEvent]) -> Self {
+        let col = |f: fn(&NewEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
+        Self {
+            aggregate_types: events.iter().map(|e| e.aggregate_type).collect(),
+            aggregate_ids: col(|e| e.aggregate_id.clone()),
+            sequences: events.iter().map(|e| e.sequence).collect(),
+            event_types: col(|e| e.event_type.clone()),
+            event_versions: col(|e| e.event_version.clone()),
+            payloads: events.iter().map(|e| e.payload.clone()).collect(),
+            metadatas: events.iter().map(|e| e.metadata.clone()).collect(),
+        }
+    }
+
+    /// Binds the seven arrays as the next parameters of `query`.
+    pub fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
+        query
+            .bind(self.aggregate_types)
+            .bind(self.aggregate_ids)
+            .bind(self.sequences)
+            .bind(self.event_types)
+            .bind(self.event_versions)
+            .bind(self.payloads)
+            .bind(self.metadatas)
+    }
+}
 
 /// Most batches written in one statement.
 const MAX_GROUP: usize = 64;
@@ -111,7 +208,14 @@ impl Appender {
                     };
                     committer.append(batch).await
                 }
-                None => lookups.append_with(&self.pool, showtime, &rows).await,
+                None => {
+                    let batch = Batch {
+                        showtime,
+                        rows,
+                        lookups,
+                    };
+                    batch.write_alone(&self.pool).await
+                }
             };
             return ("statement", written);
         }
@@ -162,7 +266,7 @@ impl Committer {
     async fn append(&self, batch: Batch) -> Result<(), StoreError> {
         let appending = Appending::enter(&self.appending);
         if appending.alone {
-            return batch.write_alone(&self.pool).await;
+            return batch.write_as_group_of_one(&self.pool).await;
         }
         let (reply, answer) = oneshot::channel();
         self.queue
@@ -222,19 +326,36 @@ async fn run(pool: PgPool, mut batches: mpsc::UnboundedReceiver<Pending>) {
 }
 
 impl Batch {
-    /// Writes this batch on its own, the single-batch way (a group of one).
-    async fn write_alone(self, pool: &PgPool) -> Result<(), StoreError> {
-        metrics::histogram!("marquee_group_commit_batches_size").record(1.0);
+    /// Writes this batch on its own in one statement, which commits on its own (see
+    /// `migrations/*_append_showtime_batch.sql`). A sequence that is already taken fails it
+    /// whole with [`StoreError::Conflict`].
+    pub async fn write_alone(self, pool: &PgPool) -> Result<(), StoreError> {
+        let query = sqlx::query(
+            "select append_showtime_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                                          $13, $14, $15, $16)",
+        );
+        let query = EventColumns::of(&self.rows)
+            .bind(query)
+            .bind(self.showtime.0);
         self.lookups
-            .append_with(pool, self.showtime, &self.rows)
+            .bind(query)
+            .execute(pool)
             .await
+            .map_err(StoreError::from_insert)?;
+        Ok(())
+    }
+
+    /// [`Batch::write_alone`], counted as a group of one.
+    async fn write_as_group_of_one(self, pool: &PgPool) -> Result<(), StoreError> {
+        metrics::histogram!("marquee_group_commit_batches_size").record(1.0);
+        self.write_alone(pool).await
     }
 }
 
 async fn commit(pool: &PgPool, mut group: Vec<Pending>) {
     if group.len() == 1 {
         let Pending { batch, reply } = group.pop().expect("one batch");
-        let _ = reply.send(batch.write_alone(pool).await);
+        let _ = reply.send(batch.write_as_group_of_one(pool).await);
         return;
     }
     metrics::histogram!("marquee_group_commit_batches_size").record(group.len() as f64);

@@ -7,7 +7,7 @@
 //! (their rows are written by the `record_lookups` SQL function, the only place they are, see
 //! `migrations/*_record_lookups.sql`), [`record_one`] for the rare ones.
 
-use crate::event_store::{EventColumns, EventStore, NewEvent, PgQuery, StoreError};
+use crate::db::PgQuery;
 use crate::reservation_cache::Owner;
 use chrono::{DateTime, Utc};
 use marquee_domain::showtime::ShowtimeEvent;
@@ -15,28 +15,28 @@ use marquee_domain::{Money, ReservationId, ShowtimeId, TicketId, UserId};
 use sqlx::{PgPool, Postgres, Transaction};
 use uuid::Uuid;
 
-impl EventStore {
-    /// The showtime and customer of a reservation, from its lookup row.
-    pub async fn reservation_owner(&self, id: ReservationId) -> Result<Option<Owner>, StoreError> {
-        let row: Option<(Uuid, Uuid)> = sqlx::query_as(
-            "select showtime_id, customer_id from reservation_index where reservation_id = $1",
-        )
-        .bind(id.0)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(owner))
-    }
+/// The showtime and customer of a reservation, from its lookup row.
+pub async fn reservation_owner(
+    pool: &PgPool,
+    id: ReservationId,
+) -> Result<Option<Owner>, sqlx::Error> {
+    let row: Option<(Uuid, Uuid)> = sqlx::query_as(
+        "select showtime_id, customer_id from reservation_index where reservation_id = $1",
+    )
+    .bind(id.0)
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(owner))
+}
 
-    /// The showtime and customer of a ticket, from its lookup row.
-    pub async fn ticket_owner(&self, id: TicketId) -> Result<Option<Owner>, StoreError> {
-        let row: Option<(Uuid, Uuid)> = sqlx::query_as(
-            "select showtime_id, customer_id from ticket_index where ticket_id = $1",
-        )
-        .bind(id.0)
-        .fetch_optional(self.pool())
-        .await?;
-        Ok(row.map(owner))
-    }
+/// The showtime and customer of a ticket, from its lookup row.
+pub async fn ticket_owner(pool: &PgPool, id: TicketId) -> Result<Option<Owner>, sqlx::Error> {
+    let row: Option<(Uuid, Uuid)> =
+        sqlx::query_as("select showtime_id, customer_id from ticket_index where ticket_id = $1")
+            .bind(id.0)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.map(owner))
 }
 
 fn owner((showtime, customer): (Uuid, Uuid)) -> Owner {
@@ -158,24 +158,12 @@ impl Lookups {
         Step::Added
     }
 
-    /// Appends `rows` (events of this showtime) and these lookups in one statement, which
-    /// commits on its own: see `migrations/*_append_showtime_batch.sql`. A sequence that is
-    /// already taken fails it whole with [`StoreError::Conflict`].
-    pub async fn append_with(
-        self,
-        pool: &PgPool,
-        showtime: ShowtimeId,
-        rows: &[NewEvent],
-    ) -> Result<(), StoreError> {
+    /// Binds these lookups as the next parameters of `query`, in the order of
+    /// `append_showtime_batch`'s lookup arrays.
+    pub fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
         let (reservations, customers, expiries) = unzip3(self.reservations);
         let (tickets, ticket_reservations, ticket_customers) = unzip3(self.tickets);
-        let query = sqlx::query(
-            "select append_showtime_batch($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                                          $13, $14, $15, $16)",
-        );
-        EventColumns::of(rows)
-            .bind(query)
-            .bind(showtime.0)
+        query
             .bind(reservations)
             .bind(customers)
             .bind(expiries)
@@ -184,10 +172,6 @@ impl Lookups {
             .bind(ticket_customers)
             .bind(self.timers_deleted)
             .bind(self.settled)
-            .execute(pool)
-            .await
-            .map_err(StoreError::from_insert)?;
-        Ok(())
     }
 
     /// Writes what was gathered (through `record_lookups`, the one place the common lookup

@@ -49,3 +49,6 @@ pub async fn connect_and_migrate(url: &str) -> anyhow::Result<PgPool> {
         .context("cannot apply database migrations")?;
     Ok(pool)
 }
+
+/// A statement with its parameters bound so far.
+pub type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;

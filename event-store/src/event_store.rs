@@ -7,259 +7,22 @@
 //! writer (one round trip and one fsync for hundreds of events). The table's primary key stays
 //! the optimistic-concurrency check for both paths.
 
+use crate::append::{insert, to_new_events, NewEvent};
+use crate::booking_index;
+use crate::error::StoreError;
+use crate::metadata::Metadata;
+use crate::reservation_cache::Owner;
 use chrono::Utc;
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
-use cqrs_es::{Aggregate, DomainEvent, EventEnvelope};
+use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
+use cqrs_es::{Aggregate, EventEnvelope};
 use futures::TryStreamExt;
 use marquee_domain::showtime::{Showtime, ShowtimeEvent};
-use marquee_domain::{CommandName, ReservationId, ShowtimeId, UserId};
+use marquee_domain::{CommandName, ReservationId, ShowtimeId, TicketId};
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
-use sqlx::{PgPool, Postgres, Transaction};
+use sqlx::PgPool;
 use std::sync::Arc;
-use uuid::Uuid;
-
-/// Why the store could not do what was asked.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// Another writer appended to the same aggregate first.
-    #[error("another writer appended to the aggregate first")]
-    Conflict,
-    /// Postgres cannot be reached right now.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    #[error("database error: {0}")]
-    Database(sqlx::Error),
-    #[error("event store error: {0}")]
-    Other(String),
-}
-
-impl From<sqlx::Error> for StoreError {
-    fn from(e: sqlx::Error) -> Self {
-        if database_unavailable(&e) {
-            Self::Unavailable(e.to_string())
-        } else {
-            Self::Database(e)
-        }
-    }
-}
-
-impl From<PersistenceError> for StoreError {
-    fn from(e: PersistenceError) -> Self {
-        match e {
-            PersistenceError::ConnectionError(cause) => Self::Unavailable(cause.to_string()),
-            PersistenceError::UnknownError(cause) => match cause.downcast::<sqlx::Error>() {
-                Ok(sqlx) => (*sqlx).into(),
-                Err(other) => Self::Other(other.to_string()),
-            },
-            other => Self::Other(other.to_string()),
-        }
-    }
-}
-
-/// Whether `e` means PostgreSQL cannot be reached or is restarting (a connection refused,
-/// reset or timed out, the pool empty, or the server shutting down or starting up), as
-/// opposed to a statement that failed: worth a 503 and a retry, never a 500.
-pub fn database_unavailable(e: &sqlx::Error) -> bool {
-    match e {
-        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
-        sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
-        // Class 08: connection exception; 57P01-57P03: admin or crash shutdown, cannot
-        // connect now.
-        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
-            c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03")
-        }),
-        _ => false,
-    }
-}
-
-impl StoreError {
-    /// An insert's error: a taken key is [`StoreError::Conflict`].
-    pub fn from_insert(e: sqlx::Error) -> Self {
-        match &e {
-            sqlx::Error::Database(d) if d.code().as_deref() == Some("23505") => Self::Conflict,
-            _ => e.into(),
-        }
-    }
-
-    /// The same error again, for answering every caller of a failed batch.
-    pub fn duplicate(&self) -> Self {
-        match self {
-            Self::Conflict => Self::Conflict,
-            Self::Unavailable(m) => Self::Unavailable(m.clone()),
-            other => Self::Other(other.to_string()),
-        }
-    }
-}
-
-/// Who caused a change and which request it belongs to; stored as each event's metadata.
-/// Ids only, never personal data.
-#[derive(Clone, Debug)]
-pub struct Metadata {
-    pub actor: Actor,
-    /// The command that caused the events, and the id of that one execution of it: every
-    /// event one command causes shares it (a cancellation and the refunds it caused, say).
-    pub command: &'static str,
-    pub causation_id: Uuid,
-    /// The HTTP request's id (echoed in its `x-request-id` response header), or a fresh id for
-    /// work the engine does on its own.
-    pub correlation_id: String,
-}
-
-/// Who caused a change.
-#[derive(Clone, Copy, Debug)]
-pub enum Actor {
-    User(UserId),
-    Timer,
-    System,
-}
-
-impl Metadata {
-    /// Metadata for work the engine does on its own (the expiry timer, startup).
-    pub fn engine(actor: Actor) -> Self {
-        Self {
-            actor,
-            command: "",
-            causation_id: Uuid::nil(),
-            correlation_id: Uuid::now_v7().to_string(),
-        }
-    }
-
-    /// Metadata for a change `user` asked for in the request `request_id`.
-    pub fn for_user(user: UserId, request_id: String) -> Self {
-        Self {
-            actor: Actor::User(user),
-            command: "",
-            causation_id: Uuid::nil(),
-            correlation_id: request_id,
-        }
-    }
-
-    /// The same metadata for one execution of `command`.
-    pub fn caused_by(&self, command: &impl CommandName) -> Self {
-        self.named(command.name())
-    }
-
-    /// The same metadata for one execution of the command called `name`.
-    pub fn named(&self, name: &'static str) -> Self {
-        Self {
-            command: name,
-            causation_id: Uuid::now_v7(),
-            ..self.clone()
-        }
-    }
-
-    fn to_value(&self) -> Value {
-        let actor = match self.actor {
-            Actor::User(id) => format!("user:{id}"),
-            Actor::Timer => "timer".into(),
-            Actor::System => "system".into(),
-        };
-        serde_json::json!({
-            "actor": actor,
-            "correlation_id": self.correlation_id,
-            "command": self.command,
-            "causation_id": self.causation_id.to_string(),
-        })
-    }
-}
-
-/// An event ready to be appended.
-#[derive(Clone, Debug)]
-pub struct NewEvent {
-    pub aggregate_type: &'static str,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: Value,
-    pub metadata: Value,
-}
-
-/// Serializes `events` of aggregate `A` as sequences `after + 1, after + 2, ...`.
-pub fn to_new_events<A: Aggregate>(
-    id: &str,
-    after: usize,
-    events: &[A::Event],
-    meta: &Metadata,
-) -> Vec<NewEvent> {
-    let metadata = meta.to_value();
-    events
-        .iter()
-        .enumerate()
-        .map(|(i, e)| NewEvent {
-            aggregate_type: A::TYPE,
-            aggregate_id: id.to_owned(),
-            sequence: (after + i + 1) as i64,
-            event_type: e.event_type(),
-            event_version: e.event_version(),
-            payload: serde_json::to_value(e).expect("domain events serialize to JSON"),
-            metadata: metadata.clone(),
-        })
-        .collect()
-}
-
-/// Appends events inside `tx` with one statement. A sequence that is already taken fails the
-/// whole statement with [`StoreError::Conflict`].
-pub async fn insert(
-    tx: &mut Transaction<'_, Postgres>,
-    events: &[NewEvent],
-) -> Result<(), StoreError> {
-    if events.is_empty() {
-        return Ok(());
-    }
-    // append_events (see its migration) inserts under a short lock so that positions follow
-    // transaction ids; readers of the log rely on it.
-    let query = sqlx::query("select append_events($1, $2, $3, $4, $5, $6, $7)");
-    EventColumns::of(events)
-        .bind(query)
-        .execute(&mut **tx)
-        .await
-        .map_err(StoreError::from_insert)?;
-    Ok(())
-}
-
-/// Events as the column arrays `append_events` takes, in its parameter order.
-pub struct EventColumns {
-    aggregate_types: Vec<&'static str>,
-    aggregate_ids: Vec<String>,
-    sequences: Vec<i64>,
-    event_types: Vec<String>,
-    event_versions: Vec<String>,
-    payloads: Vec<Value>,
-    metadatas: Vec<Value>,
-}
-
-impl EventColumns {
-    pub fn of(events: &[NewEvent]) -> Self {
-        let col = |f: fn(&NewEvent) -> String| events.iter().map(f).collect::<Vec<_>>();
-        Self {
-            aggregate_types: events.iter().map(|e| e.aggregate_type).collect(),
-            aggregate_ids: col(|e| e.aggregate_id.clone()),
-            sequences: events.iter().map(|e| e.sequence).collect(),
-            event_types: col(|e| e.event_type.clone()),
-            event_versions: col(|e| e.event_version.clone()),
-            payloads: events.iter().map(|e| e.payload.clone()).collect(),
-            metadatas: events.iter().map(|e| e.metadata.clone()).collect(),
-        }
-    }
-
-    /// Binds the seven arrays as the next parameters of `query`.
-    pub fn bind(self, query: PgQuery<'_>) -> PgQuery<'_> {
-        query
-            .bind(self.aggregate_types)
-            .bind(self.aggregate_ids)
-            .bind(self.sequences)
-            .bind(self.event_types)
-            .bind(self.event_versions)
-            .bind(self.payloads)
-            .bind(self.metadatas)
-    }
-}
-
-/// A statement with its parameters bound so far.
-pub type PgQuery<'q> = sqlx::query::Query<'q, Postgres, sqlx::postgres::PgArguments>;
 
 /// Loads aggregates and runs commands against them.
 #[derive(Clone)]
@@ -454,6 +217,16 @@ impl EventStore {
         .fetch_optional(&self.pool)
         .await?;
         Ok(last.unwrap_or(0) as usize)
+    }
+
+    /// The showtime and customer of a reservation, from its lookup row.
+    pub async fn reservation_owner(&self, id: ReservationId) -> Result<Option<Owner>, StoreError> {
+        Ok(booking_index::reservation_owner(&self.pool, id).await?)
+    }
+
+    /// The showtime and customer of a ticket, from its lookup row.
+    pub async fn ticket_owner(&self, id: TicketId) -> Result<Option<Owner>, StoreError> {
+        Ok(booking_index::ticket_owner(&self.pool, id).await?)
     }
 
     /// Load, decide and append, again on a conflict with another writer. The stock cqrs-es

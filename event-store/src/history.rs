@@ -7,7 +7,8 @@
 //! later page would show before it, and no event is skipped when a transaction commits late.
 
 use crate::envelope::{Envelope, COLUMNS};
-use crate::event_store::{to_envelope, StoreError};
+use crate::error::StoreError;
+use crate::event_store::to_envelope;
 use chrono::{DateTime, Utc};
 use cqrs_es::persist::SerializedEvent;
 use cqrs_es::Aggregate;

@@ -26,8 +26,10 @@
 //! answer arrives (the operating system favours a thread that mostly sleeps), and the HTTP
 //! tasks keep the runtime's workers.
 
-use crate::append::{self, Appender};
-use crate::event_store::{to_new_events, EventStore, LoadedShowtime, Metadata, StoreError};
+use crate::append::{self, to_new_events, Appender};
+use crate::error::StoreError;
+use crate::event_store::{EventStore, LoadedShowtime};
+use crate::metadata::Metadata;
 use crate::reservation_cache::{Owner, ReservationCache};
 use crate::writer_registry::{Registry, DEFAULT_MAX_WRITERS};
 use marquee_domain::showtime::{Showtime, ShowtimeCommand, ShowtimeError, ShowtimeEvent};

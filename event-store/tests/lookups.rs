@@ -10,8 +10,10 @@ use marquee_domain::showtime::{
 use marquee_domain::{
     Currency, Money, PaymentId, ReservationId, SeatLabel, ShowtimeId, TicketId, UserId,
 };
+use marquee_event_store::append::{to_new_events, Batch, NewEvent};
 use marquee_event_store::booking_index;
-use marquee_event_store::event_store::{to_new_events, Actor, Metadata, StoreError};
+use marquee_event_store::error::StoreError;
+use marquee_event_store::metadata::{Actor, Metadata};
 use marquee_test_support::fresh_database;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -208,9 +210,8 @@ async fn a_batch_of_common_events_in_one_statement_leaves_the_rows_of_one_by_one
         &batch,
         &Metadata::engine(Actor::System),
     );
-    booking_index::gather(&batch)
-        .expect("common events only")
-        .append_with(pool, showtime, &rows)
+    alone(showtime, rows.clone(), &batch)
+        .write_alone(pool)
         .await
         .unwrap();
     let together = lookups(pool).await;
@@ -229,19 +230,22 @@ async fn a_batch_of_common_events_in_one_statement_leaves_the_rows_of_one_by_one
 
     // The same sequences again conflict, and the batch's lookups are not written twice.
     clear(pool).await;
-    let again = booking_index::gather(&batch)
-        .unwrap()
-        .append_with(pool, showtime, &rows)
-        .await;
+    let again = alone(showtime, rows, &batch).write_alone(pool).await;
     assert!(matches!(again, Err(StoreError::Conflict)), "{again:?}");
     assert!(lookups(pool).await.iter().all(Vec::is_empty));
 }
 
+/// A batch of common events with the lookups they imply.
+fn alone(showtime: ShowtimeId, rows: Vec<NewEvent>, events: &[ShowtimeEvent]) -> Batch {
+    Batch {
+        showtime,
+        rows,
+        lookups: booking_index::gather(events).expect("common events only"),
+    }
+}
+
 /// Events of one showtime, numbered from 1, ready to append.
-fn rows_of(
-    showtime: ShowtimeId,
-    events: &[ShowtimeEvent],
-) -> Vec<marquee_event_store::event_store::NewEvent> {
+fn rows_of(showtime: ShowtimeId, events: &[ShowtimeEvent]) -> Vec<NewEvent> {
     to_new_events::<Showtime>(
         &showtime.to_string(),
         0,
@@ -252,7 +256,7 @@ fn rows_of(
 
 #[tokio::test]
 async fn a_group_commit_writes_every_batch_but_one_whose_showtime_was_written_first() {
-    use marquee_event_store::append::{write, Batch};
+    use marquee_event_store::append::write;
     let pool = &fresh_database().await;
     let story = story();
     let [s1, s2, s3] = [(); 3].map(|_| ShowtimeId(Uuid::now_v7()));
@@ -262,9 +266,8 @@ async fn a_group_commit_writes_every_batch_but_one_whose_showtime_was_written_fi
     let third = vec![story[9].clone()];
     // Another process wrote the second showtime's first event meanwhile.
     let other = vec![story[13].clone()];
-    booking_index::gather(&other)
-        .unwrap()
-        .append_with(pool, s2, &rows_of(s2, &other))
+    alone(s2, rows_of(s2, &other), &other)
+        .write_alone(pool)
         .await
         .unwrap();
 

@@ -3,11 +3,11 @@
 //! the store's own append (`event_store::insert`, which calls `append_events`), so that they
 //! take their positions and transaction ids under the same rules as every other row.
 
-use marquee_event_store::event_store::insert;
+use marquee_event_store::append::insert;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Transaction};
 
-pub use marquee_event_store::event_store::NewEvent;
+pub use marquee_event_store::append::NewEvent;
 
 /// An event to append, with empty metadata (no actor, no command).
 pub fn event(

@@ -15,7 +15,9 @@ use marquee_domain::showtime::{
 };
 use marquee_domain::theater::{Slot, Theater, TheaterCommand, CLEANING_GAP_MINUTES};
 use marquee_domain::{Money, MovieId, ScreenId, ShowtimeId, TheaterId};
-use marquee_event_store::event_store::{now, to_new_events, Metadata, NewEvent};
+use marquee_event_store::append::{to_new_events, NewEvent};
+use marquee_event_store::event_store::now;
+use marquee_event_store::metadata::Metadata;
 use marquee_projections::seat_maps;
 use marquee_projections::showtimes::{self as read, ShowtimeRow};
 use serde::{Deserialize, Serialize};

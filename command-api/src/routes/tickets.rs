@@ -22,7 +22,8 @@ use marquee_domain::showtime::{
     TicketStatus,
 };
 use marquee_domain::{PaymentId, ReservationId, ShowtimeId, TicketId};
-use marquee_event_store::event_store::{now, Metadata};
+use marquee_event_store::event_store::now;
+use marquee_event_store::metadata::Metadata;
 use marquee_projections::tickets as read;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};

@@ -240,8 +240,8 @@ async fn closed_holds_leave_the_showtime_state_and_still_answer_by_id_from_the_l
         .execute(
             marquee_domain::ShowtimeId(showtime.parse().unwrap()),
             expire,
-            marquee_event_store::event_store::Metadata::engine(
-                marquee_event_store::event_store::Actor::Timer,
+            marquee_event_store::metadata::Metadata::engine(
+                marquee_event_store::metadata::Actor::Timer,
             ),
         )
         .await
