@@ -13,9 +13,6 @@ use crate::projection::{Projection, ProjectionError};
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
 use futures::TryStreamExt;
-use marquee_domain::movie::Movie;
-use marquee_domain::showtime::Showtime;
-use marquee_domain::theater::Theater;
 use marquee_domain::upcast::{current_version, upcast};
 use serde::de::DeserializeOwned;
 use sqlx::pool::PoolConnection;
@@ -43,50 +40,6 @@ pub trait Bulk: Aggregate + Sync + 'static {
         projection: &str,
         schema: &str,
     ) -> Result<Box<dyn BulkWriter<Self>>, sqlx::Error>;
-}
-
-#[async_trait]
-impl Bulk for Theater {
-    async fn writer(
-        pool: &PgPool,
-        projection: &str,
-        schema: &str,
-    ) -> Result<Box<dyn BulkWriter<Self>>, sqlx::Error> {
-        match projection {
-            "theaters" => Ok(Box::new(crate::theaters::BulkTheaters::new(pool, schema))),
-            other => unreachable!("no bulk writer for {other} from theaters"),
-        }
-    }
-}
-
-#[async_trait]
-impl Bulk for Movie {
-    async fn writer(
-        pool: &PgPool,
-        projection: &str,
-        schema: &str,
-    ) -> Result<Box<dyn BulkWriter<Self>>, sqlx::Error> {
-        match projection {
-            "movies" => Ok(Box::new(crate::movies::BulkMovies::new(pool, schema))),
-            other => unreachable!("no bulk writer for {other} from movies"),
-        }
-    }
-}
-
-#[async_trait]
-impl Bulk for Showtime {
-    async fn writer(
-        pool: &PgPool,
-        projection: &str,
-        schema: &str,
-    ) -> Result<Box<dyn BulkWriter<Self>>, sqlx::Error> {
-        Ok(match projection {
-            "showtimes" => Box::new(crate::showtimes::BulkShowtimes::start(pool, schema).await?),
-            "seat_maps" => Box::new(crate::seat_maps::BulkSeatMaps::start(pool, schema).await?),
-            "tickets" => Box::new(crate::tickets::BulkTickets::start(pool, schema).await?),
-            other => unreachable!("no bulk writer for {other} from showtimes"),
-        })
-    }
 }
 
 /// One aggregate's final state and the last sequence folded into it.

@@ -1,7 +1,8 @@
 //! Marquee's read models. Each is built by one projection (one file here) from the event log,
 //! and each file also holds the queries that serve it.
 //!
-//! - [`projection`]: the `Projection` trait and the list of every projection.
+//! - [`projection`]: the `Projection` trait, decoding events, money as stored.
+//! - [`registry`]: the list of every projection, and of their bulk writers.
 //! - [`tracking`]: applying events exactly once per projection and aggregate (progress rows,
 //!   gap filling from Postgres, parking), and the JetStream consumer handler built on it.
 //! - [`rebuild`]: building a projection from the whole events table, into any schema, and
@@ -13,10 +14,12 @@ pub mod bulk;
 pub mod movies;
 pub mod projection;
 pub mod rebuild;
+pub mod registry;
 pub mod seat_maps;
 pub mod showtimes;
 pub mod theaters;
 pub mod tickets;
 pub mod tracking;
 
-pub use projection::{all, Projection, ProjectionError};
+pub use projection::{Projection, ProjectionError};
+pub use registry::all;

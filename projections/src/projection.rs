@@ -4,7 +4,6 @@ use async_trait::async_trait;
 use marquee_event_store::envelope::Envelope;
 use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
-use std::sync::Arc;
 
 /// Why an event could not be applied.
 #[derive(Debug, thiserror::Error)]
@@ -33,17 +32,6 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static str];
     /// Applies one event. Called once per event and aggregate sequence, in sequence order.
     async fn apply(&self, event: &Envelope, db: &mut PgConnection) -> Result<(), ProjectionError>;
-}
-
-/// Every projection of Marquee.
-pub fn all() -> Vec<Arc<dyn Projection>> {
-    vec![
-        Arc::new(crate::theaters::Theaters),
-        Arc::new(crate::movies::Movies),
-        Arc::new(crate::showtimes::Showtimes),
-        Arc::new(crate::seat_maps::SeatMaps),
-        Arc::new(crate::tickets::Tickets),
-    ]
 }
 
 /// Money as the read models store it.
