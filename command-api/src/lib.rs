@@ -1,18 +1,16 @@
-//! Marquee's command side: the HTTP API, the hold-expiry timer and the payment reconciler,
-//! over the event store of `marquee_event_store`. The `marquee` crate composes and runs them.
+//! Marquee's HTTP API, over the event store (`marquee_event_store`), the payments
+//! (`marquee_payments`) and the read models (`marquee_projections`). The `marquee` crate
+//! composes and runs it.
 //!
 //! - [`config`]: environment variables and their defaults.
 //! - [`accounts`]: the `accounts` table, the only SQL for accounts.
 //! - [`auth`]: bearer tokens, the extractors checking them, and the bootstrap admin.
 //! - [`passwords`]: the password rule, and argon2id hashing, a bounded number at a time.
-//! - [`payment`]: the payment provider trait and the built-in test card processor.
 //! - [`admission`]: what the process takes on, and what it sheds at once (`503 overloaded`).
 //! - [`ratelimit`]: per-address and per-account limits on login, registration and booking.
 //! - [`idempotency`]: `Idempotency-Key` handling for creating POSTs.
 //! - [`error`]: the API's one error type, rendered as problem+json.
 //! - [`routes`]: one module per resource, and the OpenAPI document.
-//! - [`timer`]: records hold expiries.
-//! - [`reconcile`]: settles payments whose outcome was never recorded, and pays refunds due.
 //! - [`state`]: what every handler shares (`AppState`).
 //! - [`live`]: live seat maps fed from the event stream, for the seat-map streams.
 //! - [`metrics`]: the Prometheus recorder, `/metrics` and the per-request series.
@@ -34,11 +32,8 @@ pub mod idempotency;
 pub mod live;
 pub mod metrics;
 pub mod passwords;
-pub mod payment;
 pub mod ratelimit;
 pub mod readiness;
-pub mod reconcile;
 pub mod routes;
 pub mod server;
 pub mod state;
-pub mod timer;

@@ -2,9 +2,9 @@
 
 use crate::auth::TokenKeys;
 use crate::config::Config;
-use crate::payment::PaymentProvider;
 use marquee_event_store::event_store::EventStore;
 use marquee_event_store::writer::Writers;
+use marquee_payments::processor::PaymentProvider;
 use sqlx::PgPool;
 use std::sync::Arc;
 

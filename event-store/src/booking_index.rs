@@ -334,7 +334,7 @@ async fn record_one(
     Ok(())
 }
 
-/// Money the log says goes back, queued for the processor (see `crate::reconcile`).
+/// Money the log says goes back, queued for the processor (paid by `marquee_payments::reconcile`).
 async fn refund_due(
     tx: &mut Transaction<'_, Postgres>,
     refund: &str,

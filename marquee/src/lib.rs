@@ -7,8 +7,10 @@
 //! - [`operator`]: `marquee events` (export), `marquee replay` and `marquee check`.
 //! - [`check`]: the invariant checker behind `marquee check`.
 //! - [`generate`]: a realistic generated history for analysis and benchmarks.
+//! - [`timer`]: the hold-expiry timer, one of the API role's background workers.
 
 pub mod check;
 pub mod generate;
 pub mod operator;
 pub mod startup;
+pub mod timer;

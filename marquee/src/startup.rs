@@ -4,18 +4,19 @@
 //! The engine has three roles that one process runs together by default and that can run
 //! alone for scale-out: the API (with the hold-expiry timer), the relay, and the projector.
 
+use crate::timer;
 use anyhow::Context;
 use marquee_api::app::{api_routes, metrics_router, router, with_middleware};
 use marquee_api::auth::{bootstrap_admin, signing_secret, TokenKeys};
 use marquee_api::config::Config;
-use marquee_api::payment::TestCardProcessor;
 use marquee_api::state::{AppState, Shared};
-use marquee_api::{metrics, server, timer};
+use marquee_api::{metrics, server};
 use marquee_event_store::db;
 use marquee_event_store::event_store::EventStore;
 use marquee_event_store::writer::Writers;
 use marquee_nats::relay::Relay;
 use marquee_nats::Namespace;
+use marquee_payments::processor::TestCardProcessor;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
@@ -133,7 +134,7 @@ pub async fn run_on(
             state.writers.clone(),
             shutdown.clone(),
         ));
-        background.spawn(marquee_api::reconcile::run(
+        background.spawn(marquee_payments::reconcile::run(
             state.pool.clone(),
             state.writers.clone(),
             state.payments.clone(),

@@ -11,8 +11,6 @@ use super::showtimes::read_state;
 use super::{movies, theaters};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, AppJson, AppPath, AppQuery};
-use crate::payment::{luhn_valid, Card, PaymentError};
-use crate::reconcile;
 use crate::state::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -24,6 +22,8 @@ use marquee_domain::showtime::{
 use marquee_domain::{PaymentId, ReservationId, ShowtimeId, TicketId};
 use marquee_event_store::event_store::now;
 use marquee_event_store::metadata::Metadata;
+use marquee_payments::processor::{luhn_valid, Card, PaymentError};
+use marquee_payments::reconcile;
 use marquee_projections::tickets as read;
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};

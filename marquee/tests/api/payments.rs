@@ -2,8 +2,8 @@
 //! every refund the log records reaches the processor exactly once.
 
 use crate::helpers::*;
-use marquee_api::payment::TestCardProcessor;
-use marquee_api::reconcile;
+use marquee_payments::processor::TestCardProcessor;
+use marquee_payments::reconcile;
 use serde_json::Value;
 use sqlx::PgPool;
 use std::time::Duration;

@@ -5,7 +5,8 @@
 //! `4000000000009995` with `insufficient_funds`; any other number that passes the Luhn check
 //! succeeds. Its latency is `MARQUEE_PAYMENT_LATENCY_MS`. A real processor plugs in behind
 //! [`PaymentProvider`]; each charge carries Marquee's payment id so the processor can
-//! deduplicate retries, and the reconciler (`reconcile.rs`) settles what a crash or timeout left open.
+//! deduplicate retries, and the reconciler ([`crate::reconcile`]) settles what a crash or a
+//! timeout left open.
 
 use async_trait::async_trait;
 use marquee_domain::{Money, PaymentId};

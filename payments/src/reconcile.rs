@@ -19,7 +19,7 @@
 //! money twice. Several processes may run this pass: the aggregate refuses to settle a
 //! payment twice, and a refund id is paid once.
 
-use crate::payment::{ChargeStatus, PaymentError, PaymentProvider};
+use crate::processor::{ChargeStatus, PaymentError, PaymentProvider};
 use marquee_domain::showtime::{
     ConfirmPayment, FailPayment, NewTicket, PaymentState, ShowtimeCommand, ShowtimeEvent,
     MAX_SEATS_PER_HOLD,

@@ -34,7 +34,7 @@ pub async fn run(pool: PgPool, writers: Writers, shutdown: CancellationToken) {
         }
         if purged_at.elapsed() > Duration::from_secs(600) {
             purged_at = std::time::Instant::now();
-            if let Err(e) = crate::idempotency::purge_expired(&pool).await {
+            if let Err(e) = marquee_api::idempotency::purge_expired(&pool).await {
                 tracing::warn!(error = %e, "purging old idempotency keys failed");
             }
         }
