@@ -137,12 +137,45 @@ fn dash(choice: Choice) -> &'static str {
     }
 }
 
+/// A panel's place on the page and its two scales.
+struct Frame {
+    x0: f64,
+    y0: f64,
+    xs: LogScale,
+    ys: LogScale,
+}
+
+impl Frame {
+    /// Where clients `x` fall across the panel.
+    fn px(&self, x: f64) -> f64 {
+        self.x0 + self.xs.at(x) * PANEL_W
+    }
+
+    /// Where value `y` falls up the panel.
+    fn py(&self, y: f64) -> f64 {
+        self.y0 + PANEL_H - self.ys.at(y) * PANEL_H
+    }
+}
+
 fn panel(svg: &mut String, left: f64, title: &str, series: &[Series]) -> anyhow::Result<()> {
-    let xs = LogScale::covering(series.iter().flat_map(|s| s.points.iter().map(|p| p.0)));
-    let ys = LogScale::covering(series.iter().flat_map(|s| s.points.iter().map(|p| p.1)));
-    let (x0, y0) = (left + MARGIN, MARGIN);
-    let px = |x: f64| x0 + xs.at(x) * PANEL_W;
-    let py = |y: f64| y0 + PANEL_H - ys.at(y) * PANEL_H;
+    let frame = Frame {
+        x0: left + MARGIN,
+        y0: MARGIN,
+        xs: LogScale::covering(series.iter().flat_map(|s| s.points.iter().map(|p| p.0))),
+        ys: LogScale::covering(series.iter().flat_map(|s| s.points.iter().map(|p| p.1))),
+    };
+    outline(svg, &frame, title)?;
+    value_axis(svg, &frame)?;
+    clients_axis(svg, &frame, series)?;
+    for s in series {
+        line(svg, &frame, s)?;
+    }
+    Ok(())
+}
+
+/// The panel's title and border.
+fn outline(svg: &mut String, frame: &Frame, title: &str) -> anyhow::Result<()> {
+    let (x0, y0) = (frame.x0, frame.y0);
     writeln!(
         svg,
         r#"<text x="{}" y="{}" text-anchor="middle" font-size="14">{title} (log scale)</text>"#,
@@ -153,8 +186,14 @@ fn panel(svg: &mut String, left: f64, title: &str, series: &[Series]) -> anyhow:
         svg,
         r##"<rect x="{x0}" y="{y0}" width="{PANEL_W}" height="{PANEL_H}" fill="none" stroke="#444"/>"##
     )?;
-    for d in ys.decades() {
-        let y = py(d);
+    Ok(())
+}
+
+/// A grid line and label at each decade of the values.
+fn value_axis(svg: &mut String, frame: &Frame) -> anyhow::Result<()> {
+    let x0 = frame.x0;
+    for d in frame.ys.decades() {
+        let y = frame.py(d);
         writeln!(
             svg,
             r##"<line x1="{x0}" y1="{y}" x2="{}" y2="{y}" stroke="#ddd"/><text x="{}" y="{}" text-anchor="end">{d}</text>"##,
@@ -163,6 +202,12 @@ fn panel(svg: &mut String, left: f64, title: &str, series: &[Series]) -> anyhow:
             y + 4.0
         )?;
     }
+    Ok(())
+}
+
+/// A grid line and label at each client count measured, and the axis's name.
+fn clients_axis(svg: &mut String, frame: &Frame, series: &[Series]) -> anyhow::Result<()> {
+    let (x0, y0) = (frame.x0, frame.y0);
     let mut clients: Vec<f64> = series
         .iter()
         .flat_map(|s| s.points.iter().map(|p| p.0))
@@ -170,7 +215,7 @@ fn panel(svg: &mut String, left: f64, title: &str, series: &[Series]) -> anyhow:
     clients.sort_by(f64::total_cmp);
     clients.dedup();
     for c in clients {
-        let x = px(c);
+        let x = frame.px(c);
         writeln!(
             svg,
             r##"<line x1="{x}" y1="{y0}" x2="{x}" y2="{}" stroke="#eee"/><text x="{x}" y="{}" text-anchor="middle">{c}</text>"##,
@@ -184,28 +229,31 @@ fn panel(svg: &mut String, left: f64, title: &str, series: &[Series]) -> anyhow:
         x0 + PANEL_W / 2.0,
         y0 + PANEL_H + 34.0
     )?;
-    for s in series {
-        let points: Vec<String> = s
-            .points
-            .iter()
-            .map(|&(x, y)| format!("{:.1},{:.1}", px(x), py(y)))
-            .collect();
+    Ok(())
+}
+
+/// One series as a line with a dot at each point.
+fn line(svg: &mut String, frame: &Frame, s: &Series) -> anyhow::Result<()> {
+    let points: Vec<String> = s
+        .points
+        .iter()
+        .map(|&(x, y)| format!("{:.1},{:.1}", frame.px(x), frame.py(y)))
+        .collect();
+    writeln!(
+        svg,
+        r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"{}/>"#,
+        points.join(" "),
+        colour(s.design),
+        dash(s.choice)
+    )?;
+    for &(x, y) in &s.points {
         writeln!(
             svg,
-            r#"<polyline points="{}" fill="none" stroke="{}" stroke-width="2"{}/>"#,
-            points.join(" "),
-            colour(s.design),
-            dash(s.choice)
+            r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}"/>"#,
+            frame.px(x),
+            frame.py(y),
+            colour(s.design)
         )?;
-        for &(x, y) in &s.points {
-            writeln!(
-                svg,
-                r#"<circle cx="{:.1}" cy="{:.1}" r="3" fill="{}"/>"#,
-                px(x),
-                py(y),
-                colour(s.design)
-            )?;
-        }
     }
     Ok(())
 }

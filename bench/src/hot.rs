@@ -268,13 +268,9 @@ async fn open_loop(server: &str, plan: &Plan, outcomes: &[Outcome]) -> anyhow::R
     println!("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|");
     let customers = plan.clients.iter().copied().max().unwrap_or(64);
     for &choice in &plan.seats {
-        let saturation = outcomes
-            .iter()
-            .filter(|o| o.design == Design::E && o.showtimes == 1 && o.choice == choice)
-            .filter(|o| o.clients == customers)
-            .map(Outcome::attempts_per_second)
-            .fold(0.0, f64::max);
-        let saturation = plan.saturation.unwrap_or(saturation);
+        let saturation = plan
+            .saturation
+            .unwrap_or_else(|| closed_loop_saturation(outcomes, choice, customers));
         if saturation == 0.0 {
             continue;
         }
@@ -283,44 +279,101 @@ async fn open_loop(server: &str, plan: &Plan, outcomes: &[Outcome]) -> anyhow::R
             .iter()
             .flat_map(|load| plan.open_lags.iter().map(move |lag| (load, lag)))
         {
-            let rate = saturation * f64::from(load) / 100.0;
-            let max_lag = (lag > 0).then(|| Duration::from_millis(lag));
-            let target = Target::start_with(server, Design::E, API_ONLY, 1, customers, |c| {
-                c.max_lag = max_lag
-            })
-            .await?;
-            let work = workload(&target, choice)?;
-            let (tokens, seconds) = (target.tokens.clone(), plan.seconds);
-            let before = served::now();
-            let result =
-                load::apart(
-                    move || async move { load::open_loop(&work, &tokens, rate, seconds).await },
-                )
-                .await;
-            let served = served::now().since(&before);
-            let audit = target.audit().await;
-            target.stop().await?;
-            let (t, violations) = (result?, audit?.len());
-            let per_second = |n: u64| n as f64 / plan.seconds as f64;
-            println!(
-                "| {choice:?} | {load}% | {} | {saturation:.0} | {:.0} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {violations} |",
-                max_lag.map_or("off".into(), |_| lag.to_string()),
-                per_second(t.attempts),
-                per_second(t.holds),
-                t.taken,
-                t.shed,
-                t.errors,
-                t.ms(0.5),
-                t.ms(0.99),
-                t.ms(0.999),
-                t.admitted_p99_ms(),
-                t.late_p99_ms(),
-                served.holds.bound_ms(0.99),
-                served.waits.bound_ms(0.99),
-                served.appends.bound_ms(0.99),
-            );
-            anyhow::ensure!(violations == 0, "the engine broke the booking invariants");
+            let run = OpenRun {
+                choice,
+                customers,
+                saturation,
+                load,
+                lag,
+            };
+            run.report(server, plan.seconds).await?;
         }
     }
     Ok(())
+}
+
+/// The highest hold attempts/s the engine reached in the closed loop on the hot showtime
+/// with `choice` and `customers` clients; 0 if it did not run.
+fn closed_loop_saturation(outcomes: &[Outcome], choice: Choice, customers: usize) -> f64 {
+    outcomes
+        .iter()
+        .filter(|o| o.design == Design::E && o.showtimes == 1 && o.choice == choice)
+        .filter(|o| o.clients == customers)
+        .map(Outcome::attempts_per_second)
+        .fold(0.0, f64::max)
+}
+
+/// One open-loop run: `load`% of `saturation` attempts/s over `customers` customers, with
+/// the engine's `MARQUEE_MAX_LAG_MS` at `lag` (0 is off).
+struct OpenRun {
+    choice: Choice,
+    customers: usize,
+    saturation: f64,
+    load: u32,
+    lag: u64,
+}
+
+impl OpenRun {
+    fn max_lag(&self) -> Option<Duration> {
+        (self.lag > 0).then(|| Duration::from_millis(self.lag))
+    }
+
+    /// Runs for `seconds` and prints the table's row; fails on a broken booking invariant.
+    async fn report(&self, server: &str, seconds: u64) -> anyhow::Result<()> {
+        let (t, served, violations) = self.run(server, seconds).await?;
+        let &Self {
+            choice,
+            saturation,
+            load,
+            lag,
+            ..
+        } = self;
+        let per_second = |n: u64| n as f64 / seconds as f64;
+        println!(
+            "| {choice:?} | {load}% | {} | {saturation:.0} | {:.0} | {:.0} | {} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {} | {violations} |",
+            self.max_lag().map_or("off".into(), |_| lag.to_string()),
+            per_second(t.attempts),
+            per_second(t.holds),
+            t.taken,
+            t.shed,
+            t.errors,
+            t.ms(0.5),
+            t.ms(0.99),
+            t.ms(0.999),
+            t.admitted_p99_ms(),
+            t.late_p99_ms(),
+            served.holds.bound_ms(0.99),
+            served.waits.bound_ms(0.99),
+            served.appends.bound_ms(0.99),
+        );
+        anyhow::ensure!(violations == 0, "the engine broke the booking invariants");
+        Ok(())
+    }
+
+    /// Starts the engine, loads it, audits its history and stops it: what the load saw, what
+    /// the engine served, and how many booking invariants broke.
+    async fn run(
+        &self,
+        server: &str,
+        seconds: u64,
+    ) -> anyhow::Result<(Tally, served::Reading, usize)> {
+        let rate = self.saturation * f64::from(self.load) / 100.0;
+        let max_lag = self.max_lag();
+        let target = Target::start_with(server, Design::E, API_ONLY, 1, self.customers, |c| {
+            c.max_lag = max_lag
+        })
+        .await?;
+        let work = workload(&target, self.choice)?;
+        let tokens = target.tokens.clone();
+        let before = served::now();
+        let result =
+            load::apart(
+                move || async move { load::open_loop(&work, &tokens, rate, seconds).await },
+            )
+            .await;
+        let served = served::now().since(&before);
+        let audit = target.audit().await;
+        target.stop().await?;
+        Ok((result?, served, audit?.len()))
+    }
 }

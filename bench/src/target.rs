@@ -8,6 +8,7 @@ use crate::load::{all_seats, PER_ROW, ROWS};
 use marquee::startup::{self, Roles};
 use marquee_api::auth::TokenKeys;
 use marquee_api::config::Config;
+use marquee_api::state::AppState;
 use marquee_domain::showtime::ShowtimeEvent;
 use marquee_domain::{Currency, Money, SeatLabel, ShowtimeId, UserId};
 use marquee_event_store::writer::WriterMode;
@@ -89,21 +90,7 @@ impl Target {
         let base = format!("http://{}", listener.local_addr()?);
         let stop = CancellationToken::new();
         let (store, redis) = baseline(server, &database, design).await?;
-        let served = match &store {
-            None => tokio::spawn(startup::run(Some(listener), state, roles, stop.clone())),
-            Some(store) => {
-                let app = baselines::router(store.clone(), state);
-                let stopped = stop.clone().cancelled_owned();
-                tokio::spawn(async move {
-                    // As the engine serves: its middleware may read the client's address.
-                    let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
-                    axum::serve(listener, app)
-                        .with_graceful_shutdown(stopped)
-                        .await?;
-                    Ok(())
-                })
-            }
-        };
+        let served = serve(listener, state, roles, &stop, store.as_ref());
         let mut target = Self {
             base,
             showtimes: Vec::new(),
@@ -119,19 +106,25 @@ impl Target {
         };
         target.showtimes = target.schedule(showtimes).await?;
         target.tokens = customer_tokens(customers);
-        if let Some(store) = &target.store {
-            let ids: Vec<ShowtimeId> = target
-                .showtimes
-                .iter()
-                .map(|s| s.parse().map(ShowtimeId))
-                .collect::<Result<_, _>>()?;
-            let seats: Vec<SeatLabel> = all_seats()
-                .iter()
-                .map(|s| SeatLabel::parse(s))
-                .collect::<Result<_, _>>()?;
-            store.prepare(&ids, &seats, &price()).await?;
-        }
+        target.prepare_store().await?;
         Ok(target)
+    }
+
+    /// Gives a baseline's store the run's showtimes and their seats (the engine needs nothing).
+    async fn prepare_store(&self) -> anyhow::Result<()> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let ids: Vec<ShowtimeId> = self
+            .showtimes
+            .iter()
+            .map(|s| s.parse().map(ShowtimeId))
+            .collect::<Result<_, _>>()?;
+        let seats: Vec<SeatLabel> = all_seats()
+            .iter()
+            .map(|s| SeatLabel::parse(s))
+            .collect::<Result<_, _>>()?;
+        store.prepare(&ids, &seats, &price()).await
     }
 
     /// The admin's token, from the API.
@@ -236,6 +229,32 @@ impl Target {
         .await?;
         admin.close().await;
         Ok(())
+    }
+}
+
+/// Serves the engine on `listener` (its API, and whichever other `roles`), or a baseline's
+/// store behind the same API, until `stop`.
+fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    roles: Roles,
+    stop: &CancellationToken,
+    store: Option<&Arc<dyn SeatStore>>,
+) -> tokio::task::JoinHandle<anyhow::Result<()>> {
+    match store {
+        None => tokio::spawn(startup::run(Some(listener), state, roles, stop.clone())),
+        Some(store) => {
+            let app = baselines::router(store.clone(), state);
+            let stopped = stop.clone().cancelled_owned();
+            tokio::spawn(async move {
+                // As the engine serves: its middleware may read the client's address.
+                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
+                axum::serve(listener, app)
+                    .with_graceful_shutdown(stopped)
+                    .await?;
+                Ok(())
+            })
+        }
     }
 }
 

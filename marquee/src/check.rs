@@ -17,7 +17,7 @@
 use anyhow::Context;
 use futures::TryStreamExt;
 use marquee_domain::audit::Auditor;
-use marquee_domain::showtime::ShowtimeEvent;
+use marquee_domain::showtime::{PaymentStarted, ShowtimeEvent, TicketRefunded, TicketsIssued};
 use marquee_domain::{Money, PaymentId, TicketId};
 use marquee_event_store::envelope::Envelope;
 use marquee_event_store::envelope::COLUMNS;
@@ -70,65 +70,77 @@ struct Ledger {
 impl Ledger {
     fn observe(&mut self, showtime: &str, event: &ShowtimeEvent) {
         match event {
-            ShowtimeEvent::PaymentStarted(e) => {
-                self.payments.entry(e.payment_id).or_default().amount = Some(e.amount.clone());
-            }
-            ShowtimeEvent::TicketsIssued(e) => {
-                let mut total: Option<Money> = None;
-                for t in &e.tickets {
-                    if self
-                        .tickets
-                        .insert(t.ticket_id, (e.payment_id, t.price.clone()))
-                        .is_some()
-                    {
-                        self.violations.push(format!(
-                            "showtime {showtime}: ticket {} issued twice",
-                            t.ticket_id
-                        ));
-                    }
-                    total = Some(match total {
-                        None => t.price.clone(),
-                        Some(sum) => sum.checked_add(&t.price).unwrap_or(sum),
-                    });
-                }
-                let payment = self.payments.entry(e.payment_id).or_default();
-                payment.ticketed = total;
-                if payment.amount.is_some() && payment.ticketed != payment.amount {
-                    self.violations.push(format!(
-                        "showtime {showtime}: payment {} charged {:?} for tickets worth {:?}",
-                        e.payment_id, payment.amount, payment.ticketed
-                    ));
-                }
-            }
+            ShowtimeEvent::PaymentStarted(e) => self.payment_started(e),
+            ShowtimeEvent::TicketsIssued(e) => self.tickets_issued(showtime, e),
             ShowtimeEvent::PaymentRefunded {
                 payment_id, amount, ..
-            } => {
-                let payment = self.payments.entry(*payment_id).or_default();
-                if payment.amount.as_ref() != Some(amount) {
-                    self.violations.push(format!(
-                        "showtime {showtime}: payment {payment_id} of {:?} refunded {amount:?}",
-                        payment.amount
-                    ));
-                }
-                payment.refunded_whole = Some(amount.clone());
-                self.refunds.insert(payment_id.to_string(), amount.clone());
-            }
-            ShowtimeEvent::TicketRefunded(e) => {
-                match self.tickets.get(&e.ticket_id) {
-                    Some((payment, price)) if *payment == e.payment_id && *price == e.amount => {}
-                    found => self.violations.push(format!(
-                        "showtime {showtime}: refund of ticket {} (payment {}, {:?}) matches no \
-                         ticket sold (found {found:?})",
-                        e.ticket_id, e.payment_id, e.amount
-                    )),
-                }
-                self.refunds.insert(
-                    format!("{}/{}", e.payment_id, e.ticket_id),
-                    e.amount.clone(),
-                );
-            }
+            } => self.payment_refunded(showtime, *payment_id, amount),
+            ShowtimeEvent::TicketRefunded(e) => self.ticket_refunded(showtime, e),
             _ => {}
         }
+    }
+
+    /// Notes what the payment charges.
+    fn payment_started(&mut self, e: &PaymentStarted) {
+        self.payments.entry(e.payment_id).or_default().amount = Some(e.amount.clone());
+    }
+
+    /// Notes each ticket once, and that the payment charged what its tickets are worth.
+    fn tickets_issued(&mut self, showtime: &str, e: &TicketsIssued) {
+        let mut total: Option<Money> = None;
+        for t in &e.tickets {
+            if self
+                .tickets
+                .insert(t.ticket_id, (e.payment_id, t.price.clone()))
+                .is_some()
+            {
+                self.violations.push(format!(
+                    "showtime {showtime}: ticket {} issued twice",
+                    t.ticket_id
+                ));
+            }
+            total = Some(match total {
+                None => t.price.clone(),
+                Some(sum) => sum.checked_add(&t.price).unwrap_or(sum),
+            });
+        }
+        let payment = self.payments.entry(e.payment_id).or_default();
+        payment.ticketed = total;
+        if payment.amount.is_some() && payment.ticketed != payment.amount {
+            self.violations.push(format!(
+                "showtime {showtime}: payment {} charged {:?} for tickets worth {:?}",
+                e.payment_id, payment.amount, payment.ticketed
+            ));
+        }
+    }
+
+    /// Notes a whole payment's refund, which must be for what it charged.
+    fn payment_refunded(&mut self, showtime: &str, payment_id: PaymentId, amount: &Money) {
+        let payment = self.payments.entry(payment_id).or_default();
+        if payment.amount.as_ref() != Some(amount) {
+            self.violations.push(format!(
+                "showtime {showtime}: payment {payment_id} of {:?} refunded {amount:?}",
+                payment.amount
+            ));
+        }
+        payment.refunded_whole = Some(amount.clone());
+        self.refunds.insert(payment_id.to_string(), amount.clone());
+    }
+
+    /// Notes a ticket's refund, which must be of a ticket sold by that payment at that price.
+    fn ticket_refunded(&mut self, showtime: &str, e: &TicketRefunded) {
+        match self.tickets.get(&e.ticket_id) {
+            Some((payment, price)) if *payment == e.payment_id && *price == e.amount => {}
+            found => self.violations.push(format!(
+                "showtime {showtime}: refund of ticket {} (payment {}, {:?}) matches no \
+                 ticket sold (found {found:?})",
+                e.ticket_id, e.payment_id, e.amount
+            )),
+        }
+        self.refunds.insert(
+            format!("{}/{}", e.payment_id, e.ticket_id),
+            e.amount.clone(),
+        );
     }
 }
 
@@ -211,16 +223,33 @@ async fn check_processor(
     findings.refunds_due = sqlx::query_scalar("select count(*) from refunds_due")
         .fetch_one(pool)
         .await?;
-    let charges: HashMap<uuid::Uuid, (i64, String)> =
-        sqlx::query_as::<_, (uuid::Uuid, i64, String)>(
-            "select payment_id, amount, outcome from test_processor_charges",
-        )
-        .fetch_all(pool)
-        .await?
-        .into_iter()
-        .map(|(id, amount, outcome)| (id, (amount, outcome)))
-        .collect();
-    for (id, (amount, outcome)) in &charges {
+    let charges = charges(pool).await?;
+    check_charges(ledger, &charges, &in_flight, findings);
+    check_settled(ledger, &charges, findings);
+    check_refunds(pool, ledger, findings).await
+}
+
+/// The processor's charges by payment: amount and outcome.
+async fn charges(pool: &PgPool) -> Result<HashMap<uuid::Uuid, (i64, String)>, sqlx::Error> {
+    Ok(sqlx::query_as::<_, (uuid::Uuid, i64, String)>(
+        "select payment_id, amount, outcome from test_processor_charges",
+    )
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|(id, amount, outcome)| (id, (amount, outcome)))
+    .collect())
+}
+
+/// Every charge the processor made is in the log as tickets or a refund, unless it is
+/// still being reconciled.
+fn check_charges(
+    ledger: &Ledger,
+    charges: &HashMap<uuid::Uuid, (i64, String)>,
+    in_flight: &HashSet<uuid::Uuid>,
+    findings: &mut Findings,
+) {
+    for (id, (amount, outcome)) in charges {
         if outcome != "charged" {
             continue;
         }
@@ -234,6 +263,15 @@ async fn check_processor(
             ));
         }
     }
+}
+
+/// Every payment the log settled with tickets or a refund was charged by the processor
+/// (those it has no record of are counted).
+fn check_settled(
+    ledger: &Ledger,
+    charges: &HashMap<uuid::Uuid, (i64, String)>,
+    findings: &mut Findings,
+) {
     for (id, payment) in &ledger.payments {
         if payment.ticketed.is_none() && payment.refunded_whole.is_none() {
             continue;
@@ -247,6 +285,14 @@ async fn check_processor(
             Some(_) => {}
         }
     }
+}
+
+/// Every refund the processor paid is one the log records, for the same amount.
+async fn check_refunds(
+    pool: &PgPool,
+    ledger: &Ledger,
+    findings: &mut Findings,
+) -> anyhow::Result<()> {
     let paid: Vec<(String, i64)> =
         sqlx::query_as("select refund_id, amount from test_processor_refunds")
             .fetch_all(pool)

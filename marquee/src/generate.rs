@@ -46,7 +46,21 @@ struct Out<'a> {
     progress: &'a ProgressBar,
 }
 
-impl Out<'_> {
+impl<'a> Out<'a> {
+    fn new(pool: &'a PgPool, progress: &'a ProgressBar) -> Self {
+        Self {
+            pool,
+            rows: Vec::new(),
+            written: 0,
+            progress,
+        }
+    }
+
+    /// Rows written so far and waiting to be.
+    fn appended(&self) -> u64 {
+        self.written + self.rows.len() as u64
+    }
+
     async fn push(&mut self, rows: Vec<NewEvent>) -> anyhow::Result<()> {
         self.rows.extend(rows);
         if self.rows.len() >= FLUSH {
@@ -108,25 +122,47 @@ pub async fn generate(
     seed: u64,
     progress: &ProgressBar,
 ) -> anyhow::Result<u64> {
+    ensure_empty(pool).await?;
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut out = Out::new(pool, progress);
+    let now = Utc::now();
+    let customers: Vec<UserId> = (0..CUSTOMERS)
+        .map(|i| UserId(Uuid::from_u128(0xC000_0000 + i as u128)))
+        .collect();
+    let mut theaters = add_theaters(&mut out).await?;
+    let movies = add_movies(&mut out).await?;
+    let mut index = 0usize;
+    while out.appended() < target {
+        let theater = &mut theaters[index % THEATERS];
+        let movie = &movies[rng.gen_range(0..MOVIES)];
+        let slot = next_slot(theater, movie, index, now);
+        let booked = theater
+            .state
+            .decide(TheaterCommand::BookSlot(slot.clone()))?;
+        out.push(theater.record(booked, &meta_for(Actor::System, "ScheduleShowtime")))
+            .await?;
+        let theater_id = theater.state.id.expect("added");
+        let rows = showtime(&mut rng, theater_id, &slot, movie, &customers)?;
+        out.push(rows).await?;
+        index += 1;
+    }
+    out.flush().await?;
+    Ok(out.written)
+}
+
+/// Refuses a database that already holds events.
+async fn ensure_empty(pool: &PgPool) -> anyhow::Result<()> {
     let existing: i64 = sqlx::query_scalar("select count(*) from events")
         .fetch_one(pool)
         .await?;
     if existing > 0 {
         bail!("the database already holds {existing} events; generate into an empty one (set DATABASE_URL)");
     }
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut out = Out {
-        pool,
-        rows: Vec::new(),
-        written: 0,
-        progress,
-    };
-    let admin = Actor::System;
-    let now = Utc::now();
-    let customers: Vec<UserId> = (0..CUSTOMERS)
-        .map(|i| UserId(Uuid::from_u128(0xC000_0000 + i as u128)))
-        .collect();
+    Ok(())
+}
 
+/// Adds the theaters, each with its screens.
+async fn add_theaters(out: &mut Out<'_>) -> anyhow::Result<Vec<Stream<Theater>>> {
     let mut theaters = Vec::new();
     for t in 0..THEATERS {
         let mut s = Stream::<Theater>::new(TheaterId(Uuid::now_v7()));
@@ -137,105 +173,136 @@ pub async fn generate(
                 layout: layout(),
             })
             .collect();
-        let details = TheaterDetails {
-            name: format!("Cinema {t}"),
-            address: format!("{} Main St", t + 1),
-            city: format!("City {}", t % 12),
-            location: Location::new(40.0 + (t as f64) * 0.05, -74.0 - (t as f64) * 0.03)
-                .expect("in range"),
-            timezone: "America/New_York".into(),
-        };
         let id = TheaterId(s.id.parse()?);
         let e = s.state.decide(TheaterCommand::Add {
             id,
-            details,
+            details: theater_details(t),
             screens,
         })?;
-        out.push(s.record(e, &meta_for(admin, "AddTheater")))
+        out.push(s.record(e, &meta_for(Actor::System, "AddTheater")))
             .await?;
         theaters.push(s);
     }
+    Ok(theaters)
+}
+
+/// The `t`th theater's name and place.
+fn theater_details(t: usize) -> TheaterDetails {
+    TheaterDetails {
+        name: format!("Cinema {t}"),
+        address: format!("{} Main St", t + 1),
+        city: format!("City {}", t % 12),
+        location: Location::new(40.0 + (t as f64) * 0.05, -74.0 - (t as f64) * 0.03)
+            .expect("in range"),
+        timezone: "America/New_York".into(),
+    }
+}
+
+/// Adds the movies.
+async fn add_movies(out: &mut Out<'_>) -> anyhow::Result<Vec<Stream<Movie>>> {
     let mut movies = Vec::new();
     for m in 0..MOVIES {
         let mut s = Stream::<Movie>::new(MovieId(Uuid::now_v7()));
-        let details = MovieDetails {
-            title: format!("Feature {m}"),
-            runtime_minutes: 90 + (m as u32 * 7) % 80,
-            rating: Some(["G", "PG", "PG-13", "R"][m % 4].into()),
-            genres: vec![["drama", "comedy", "action", "crime", "animation"][m % 5].into()],
-            language: Some("en".into()),
-            release_date: None,
-            synopsis: None,
-            poster_url: None,
-            trailer_url: None,
-        };
         let id = MovieId(s.id.parse()?);
-        let e = s.state.decide(MovieCommand::Add { id, details })?;
-        out.push(s.record(e, &meta_for(admin, "AddMovie"))).await?;
+        let e = s.state.decide(MovieCommand::Add {
+            id,
+            details: movie_details(m),
+        })?;
+        out.push(s.record(e, &meta_for(Actor::System, "AddMovie")))
+            .await?;
         movies.push(s);
     }
+    Ok(movies)
+}
 
-    let mut index = 0usize;
-    while out.written + (out.rows.len() as u64) < target {
-        let theater = &mut theaters[index % THEATERS];
-        let screen = theater.state.screens[(index / THEATERS) % SCREENS].id;
-        let movie = &movies[rng.gen_range(0..MOVIES)];
-        let runtime = movie
-            .state
-            .details
-            .as_ref()
-            .map_or(120, |d| d.runtime_minutes);
-        // Each screen shows one film every four hours from a month from now on.
-        let starts_at =
-            now + TimeDelta::days(30) + TimeDelta::hours(4 * (index / (THEATERS * SCREENS)) as i64);
-        let id = ShowtimeId(Uuid::now_v7());
-        let slot = Slot {
-            showtime_id: id,
-            screen_id: screen,
-            starts_at,
-            busy_until: starts_at + TimeDelta::minutes(i64::from(runtime) + 15),
-        };
-        let booked = theater.state.decide(TheaterCommand::BookSlot(slot))?;
-        out.push(theater.record(booked, &meta_for(admin, "ScheduleShowtime")))
-            .await?;
-        let rows = showtime(
-            &mut rng,
-            id,
-            theater.state.id.expect("added"),
-            screen,
-            movie,
-            starts_at,
-            &customers,
-        )?;
-        out.push(rows).await?;
-        index += 1;
+/// The `m`th movie's details.
+fn movie_details(m: usize) -> MovieDetails {
+    MovieDetails {
+        title: format!("Feature {m}"),
+        runtime_minutes: 90 + (m as u32 * 7) % 80,
+        rating: Some(["G", "PG", "PG-13", "R"][m % 4].into()),
+        genres: vec![["drama", "comedy", "action", "crime", "animation"][m % 5].into()],
+        language: Some("en".into()),
+        release_date: None,
+        synopsis: None,
+        poster_url: None,
+        trailer_url: None,
     }
-    out.flush().await?;
-    Ok(out.written)
+}
+
+/// The movie's runtime, two hours if it has no details.
+fn runtime_minutes(movie: &Stream<Movie>) -> u32 {
+    movie
+        .state
+        .details
+        .as_ref()
+        .map_or(120, |d| d.runtime_minutes)
+}
+
+/// The `index`th showtime's place on the theater's screens, for a new showtime of `movie`.
+fn next_slot(
+    theater: &Stream<Theater>,
+    movie: &Stream<Movie>,
+    index: usize,
+    now: DateTime<Utc>,
+) -> Slot {
+    let screen_id = theater.state.screens[(index / THEATERS) % SCREENS].id;
+    // Each screen shows one film every four hours from a month from now on.
+    let starts_at =
+        now + TimeDelta::days(30) + TimeDelta::hours(4 * (index / (THEATERS * SCREENS)) as i64);
+    Slot {
+        showtime_id: ShowtimeId(Uuid::now_v7()),
+        screen_id,
+        starts_at,
+        busy_until: starts_at + TimeDelta::minutes(i64::from(runtime_minutes(movie)) + 15),
+    }
 }
 
 /// One showtime's whole life: scheduled, customers come and go, perhaps cancelled.
 fn showtime(
     rng: &mut StdRng,
-    id: ShowtimeId,
     theater_id: TheaterId,
-    screen_id: ScreenId,
+    slot: &Slot,
     movie: &Stream<Movie>,
-    starts_at: DateTime<Utc>,
     customers: &[UserId],
 ) -> anyhow::Result<Vec<NewEvent>> {
-    let mut s = Stream::<Showtime>::new(id);
-    let runtime = movie
-        .state
-        .details
-        .as_ref()
-        .map_or(120, |d| d.runtime_minutes);
-    let details = ShowtimeDetails {
+    let mut s = Stream::<Showtime>::new(slot.showtime_id);
+    let mut clock = slot.starts_at - TimeDelta::days(10);
+    let schedule = ShowtimeCommand::Schedule(Schedule {
+        id: slot.showtime_id,
+        details: showtime_details(theater_id, slot, movie)?,
+        now: clock,
+    });
+    let mut rows = s.record(
+        s.state.decide(schedule)?,
+        &meta_for(Actor::System, "ScheduleShowtime"),
+    );
+    let seats: Vec<SeatLabel> = s.state.layout().seats().map(|x| x.label.clone()).collect();
+    for _ in 0..rng.gen_range(100..160) {
+        clock += TimeDelta::seconds(rng.gen_range(5..600));
+        rows.extend(visit(rng, &mut s, &seats, customers, &mut clock)?);
+    }
+    if rng.gen_bool(0.02) {
+        let events = s
+            .state
+            .decide(ShowtimeCommand::Cancel(Cancel { now: clock }))?;
+        rows.extend(s.record(events, &meta_for(Actor::System, "CancelShowtime")));
+    }
+    Ok(rows)
+}
+
+/// A showtime of `movie` in `slot`, at the generated prices.
+fn showtime_details(
+    theater_id: TheaterId,
+    slot: &Slot,
+    movie: &Stream<Movie>,
+) -> anyhow::Result<ShowtimeDetails> {
+    Ok(ShowtimeDetails {
         movie_id: movie.state.id.expect("added"),
         theater_id,
-        screen_id,
-        starts_at,
-        ends_at: starts_at + TimeDelta::minutes(i64::from(runtime)),
+        screen_id: slot.screen_id,
+        starts_at: slot.starts_at,
+        ends_at: slot.starts_at + TimeDelta::minutes(i64::from(runtime_minutes(movie))),
         format: None,
         layout: layout(),
         prices: [
@@ -249,52 +316,43 @@ fn showtime(
             ),
         ]
         .into(),
+    })
+}
+
+/// One customer's visit at `clock`: a hold on up to four seats side by side and what follows
+/// it (nothing if a seat is taken).
+fn visit(
+    rng: &mut StdRng,
+    s: &mut Stream<Showtime>,
+    seats: &[SeatLabel],
+    customers: &[UserId],
+    clock: &mut DateTime<Utc>,
+) -> anyhow::Result<Vec<NewEvent>> {
+    let customer = user(rng, customers);
+    let want = rng.gen_range(1..=4);
+    let start = rng.gen_range(0..seats.len());
+    let chosen: Vec<SeatLabel> = seats
+        .iter()
+        .cycle()
+        .skip(start)
+        .take(want)
+        .cloned()
+        .collect();
+    let reservation = ReservationId(Uuid::now_v7());
+    let hold = ShowtimeCommand::HoldSeats(HoldSeats {
+        reservation_id: reservation,
+        customer_id: customer,
+        seats: chosen,
+        hold_for: TimeDelta::minutes(7),
+        // No cooldown: generated customers keep the freedom they had before it existed.
+        cooldown: TimeDelta::zero(),
+        now: *clock,
+    });
+    let Ok(events) = s.state.decide(hold) else {
+        return Ok(Vec::new());
     };
-    let mut clock = starts_at - TimeDelta::days(10);
-    let mut rows = s.record(
-        s.state.decide(ShowtimeCommand::Schedule(Schedule {
-            id,
-            details,
-            now: clock,
-        }))?,
-        &meta_for(Actor::System, "ScheduleShowtime"),
-    );
-    let seats: Vec<SeatLabel> = s.state.layout().seats().map(|x| x.label.clone()).collect();
-    for _ in 0..rng.gen_range(100..160) {
-        clock += TimeDelta::seconds(rng.gen_range(5..600));
-        let customer = user(rng, customers);
-        let want = rng.gen_range(1..=4);
-        let start = rng.gen_range(0..seats.len());
-        let chosen: Vec<SeatLabel> = seats
-            .iter()
-            .cycle()
-            .skip(start)
-            .take(want)
-            .cloned()
-            .collect();
-        let reservation = ReservationId(Uuid::now_v7());
-        let hold = ShowtimeCommand::HoldSeats(HoldSeats {
-            reservation_id: reservation,
-            customer_id: customer,
-            seats: chosen,
-            hold_for: TimeDelta::minutes(7),
-            // No cooldown: generated customers keep the freedom they had before it existed.
-            cooldown: TimeDelta::zero(),
-            now: clock,
-        });
-        let actor = Actor::User(customer);
-        let Ok(events) = s.state.decide(hold) else {
-            continue;
-        };
-        rows.extend(s.record(events, &meta_for(actor, "HoldSeats")));
-        rows.extend(after_hold(rng, &mut s, reservation, customer, &mut clock)?);
-    }
-    if rng.gen_bool(0.02) {
-        let events = s
-            .state
-            .decide(ShowtimeCommand::Cancel(Cancel { now: clock }))?;
-        rows.extend(s.record(events, &meta_for(Actor::System, "CancelShowtime")));
-    }
+    let mut rows = s.record(events, &meta_for(Actor::User(customer), "HoldSeats"));
+    rows.extend(after_hold(rng, s, reservation, customer, clock)?);
     Ok(rows)
 }
 
@@ -306,76 +364,139 @@ fn after_hold(
     customer: UserId,
     clock: &mut DateTime<Utc>,
 ) -> anyhow::Result<Vec<NewEvent>> {
-    let mut rows = Vec::new();
-    let actor = Actor::User(customer);
     let roll: f64 = rng.gen();
     if roll < 0.6 {
-        let mut attempts = if rng.gen_bool(0.15) { 2 } else { 1 };
-        while attempts > 0 {
-            attempts -= 1;
-            *clock += TimeDelta::seconds(rng.gen_range(20..120));
-            let payment = PaymentId(Uuid::now_v7());
-            let start = ShowtimeCommand::StartPayment(StartPayment {
-                reservation_id: reservation,
-                customer_id: customer,
-                payment_id: payment,
-                pin_for: TimeDelta::minutes(10),
-                now: *clock,
-            });
-            let Ok(events) = s.state.decide(start) else {
-                break;
-            };
-            rows.extend(s.record(events, &meta_for(actor, "StartPayment")));
-            *clock += TimeDelta::seconds(2);
-            let seats = s.state.holds.get(&reservation).map_or(0, |h| h.seats.len());
-            let outcome = if attempts > 0 {
-                ShowtimeCommand::FailPayment(FailPayment {
-                    reservation_id: reservation,
-                    payment_id: payment,
-                    reason: "card_declined".into(),
-                    retryable: true,
-                    now: *clock,
-                })
-            } else {
-                ShowtimeCommand::ConfirmPayment(ConfirmPayment {
-                    reservation_id: reservation,
-                    payment_id: payment,
-                    tickets: (0..seats)
-                        .map(|_| NewTicket {
-                            id: TicketId(Uuid::now_v7()),
-                            code: format!("G{:08X}", rng.gen::<u32>()),
-                        })
-                        .collect(),
-                    now: *clock,
-                })
-            };
-            let name = if attempts > 0 {
-                "FailPayment"
-            } else {
-                "ConfirmPayment"
-            };
-            rows.extend(s.record(s.state.decide(outcome)?, &meta_for(actor, name)));
-        }
+        pay(rng, s, reservation, customer, clock)
     } else if roll < 0.75 {
         *clock += TimeDelta::seconds(rng.gen_range(10..200));
-        let release = ShowtimeCommand::ReleaseHold(ReleaseHold {
-            reservation_id: reservation,
-            customer_id: customer,
-            now: *clock,
-        });
-        rows.extend(s.record(s.state.decide(release)?, &meta_for(actor, "ReleaseHold")));
+        release(s, reservation, customer, *clock)
     } else {
         // Forgotten: the timer records the expiry a little after it.
         let expire_at = *clock + TimeDelta::minutes(7) + TimeDelta::seconds(1);
-        let expire = ShowtimeCommand::ExpireHold(ExpireHold {
-            reservation_id: reservation,
-            now: expire_at,
+        Ok(expire(s, reservation, expire_at))
+    }
+}
+
+/// Pays for the hold, about one time in seven only after a first card is declined. Stops
+/// early if a payment cannot start.
+fn pay(
+    rng: &mut StdRng,
+    s: &mut Stream<Showtime>,
+    reservation: ReservationId,
+    customer: UserId,
+    clock: &mut DateTime<Utc>,
+) -> anyhow::Result<Vec<NewEvent>> {
+    let mut rows = Vec::new();
+    let mut attempts = if rng.gen_bool(0.15) { 2 } else { 1 };
+    while attempts > 0 {
+        attempts -= 1;
+        *clock += TimeDelta::seconds(rng.gen_range(20..120));
+        let payment = PaymentId(Uuid::now_v7());
+        let start = start_payment(reservation, customer, payment, *clock);
+        let Ok(events) = s.state.decide(start) else {
+            break;
+        };
+        rows.extend(s.record(events, &meta_for(Actor::User(customer), "StartPayment")));
+        *clock += TimeDelta::seconds(2);
+        rows.extend(if attempts > 0 {
+            decline_payment(s, reservation, customer, payment, *clock)?
+        } else {
+            confirm_payment(rng, s, reservation, customer, payment, *clock)?
         });
-        if let Ok(events) = s.state.decide(expire) {
-            rows.extend(s.record(events, &meta_for(Actor::Timer, "ExpireHold")));
-        }
     }
     Ok(rows)
+}
+
+/// The command that starts paying for the hold.
+fn start_payment(
+    reservation: ReservationId,
+    customer: UserId,
+    payment: PaymentId,
+    now: DateTime<Utc>,
+) -> ShowtimeCommand {
+    ShowtimeCommand::StartPayment(StartPayment {
+        reservation_id: reservation,
+        customer_id: customer,
+        payment_id: payment,
+        pin_for: TimeDelta::minutes(10),
+        now,
+    })
+}
+
+/// The card is declined, and may be tried again.
+fn decline_payment(
+    s: &mut Stream<Showtime>,
+    reservation: ReservationId,
+    customer: UserId,
+    payment: PaymentId,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<NewEvent>> {
+    let fail = ShowtimeCommand::FailPayment(FailPayment {
+        reservation_id: reservation,
+        payment_id: payment,
+        reason: "card_declined".into(),
+        retryable: true,
+        now,
+    });
+    let meta = meta_for(Actor::User(customer), "FailPayment");
+    Ok(s.record(s.state.decide(fail)?, &meta))
+}
+
+/// The payment goes through: a ticket for each held seat.
+fn confirm_payment(
+    rng: &mut StdRng,
+    s: &mut Stream<Showtime>,
+    reservation: ReservationId,
+    customer: UserId,
+    payment: PaymentId,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<NewEvent>> {
+    let seats = s.state.holds.get(&reservation).map_or(0, |h| h.seats.len());
+    let confirm = ShowtimeCommand::ConfirmPayment(ConfirmPayment {
+        reservation_id: reservation,
+        payment_id: payment,
+        tickets: (0..seats)
+            .map(|_| NewTicket {
+                id: TicketId(Uuid::now_v7()),
+                code: format!("G{:08X}", rng.gen::<u32>()),
+            })
+            .collect(),
+        now,
+    });
+    let meta = meta_for(Actor::User(customer), "ConfirmPayment");
+    Ok(s.record(s.state.decide(confirm)?, &meta))
+}
+
+/// The customer lets go of the hold.
+fn release(
+    s: &mut Stream<Showtime>,
+    reservation: ReservationId,
+    customer: UserId,
+    now: DateTime<Utc>,
+) -> anyhow::Result<Vec<NewEvent>> {
+    let release = ShowtimeCommand::ReleaseHold(ReleaseHold {
+        reservation_id: reservation,
+        customer_id: customer,
+        now,
+    });
+    let meta = meta_for(Actor::User(customer), "ReleaseHold");
+    Ok(s.record(s.state.decide(release)?, &meta))
+}
+
+/// The timer expires the hold at `now`; nothing if it is no longer open.
+fn expire(
+    s: &mut Stream<Showtime>,
+    reservation: ReservationId,
+    now: DateTime<Utc>,
+) -> Vec<NewEvent> {
+    let expire = ShowtimeCommand::ExpireHold(ExpireHold {
+        reservation_id: reservation,
+        now,
+    });
+    match s.state.decide(expire) {
+        Ok(events) => s.record(events, &meta_for(Actor::Timer, "ExpireHold")),
+        Err(_) => Vec::new(),
+    }
 }
 
 /// Fills an empty events table with one popular showtime under churn, about `target` events:
@@ -389,12 +510,7 @@ pub async fn churn_showtime(
 ) -> anyhow::Result<(ShowtimeId, u64)> {
     let mut rng = StdRng::seed_from_u64(seed);
     let progress = ProgressBar::hidden();
-    let mut out = Out {
-        pool,
-        rows: Vec::new(),
-        written: 0,
-        progress: &progress,
-    };
+    let mut out = Out::new(pool, &progress);
     let id = ShowtimeId(Uuid::now_v7());
     let mut s = Stream::<Showtime>::new(id);
     let mut clock = Utc::now();
@@ -427,7 +543,7 @@ pub async fn churn_showtime(
     let customers: Vec<UserId> = (0..CUSTOMERS).map(|_| UserId(Uuid::now_v7())).collect();
     // The holds walked away from, by deadline: the timer records each expiry a second after.
     let mut forgotten = std::collections::VecDeque::new();
-    while out.written + (out.rows.len() as u64) < target {
+    while out.appended() < target {
         clock += TimeDelta::milliseconds(rng.gen_range(200..2_000));
         let rows = expire_forgotten(&mut s, &mut forgotten, clock)?;
         out.push(rows).await?;
@@ -452,13 +568,7 @@ fn expire_forgotten(
             break;
         }
         forgotten.pop_front();
-        let expire = ShowtimeCommand::ExpireHold(ExpireHold {
-            reservation_id: reservation,
-            now: due,
-        });
-        if let Ok(events) = s.state.decide(expire) {
-            rows.extend(s.record(events, &meta_for(Actor::Timer, "ExpireHold")));
-        }
+        rows.extend(expire(s, reservation, due));
     }
     Ok(rows)
 }
@@ -498,21 +608,9 @@ fn churn_once(
     // A few pay while seats remain; most let go at once; the rest walk away and their hold
     // runs out (or gives way to their next one).
     if roll < 0.001 && s.state.tickets.len() < 250 {
-        let mut after = clock;
-        rows.extend(after_hold_paying(
-            rng,
-            s,
-            reservation,
-            customer,
-            &mut after,
-        )?);
+        rows.extend(pay_at_once(rng, s, reservation, customer, clock)?);
     } else if roll < 0.75 {
-        let release = ShowtimeCommand::ReleaseHold(ReleaseHold {
-            reservation_id: reservation,
-            customer_id: customer,
-            now: clock,
-        });
-        rows.extend(s.record(s.state.decide(release)?, &meta_for(actor, "ReleaseHold")));
+        rows.extend(release(s, reservation, customer, clock)?);
     } else if let Some(deadline) = deadline {
         forgotten.push_back((deadline, reservation));
     }
@@ -520,35 +618,24 @@ fn churn_once(
 }
 
 /// A customer who pays for the hold at once.
-fn after_hold_paying(
+fn pay_at_once(
     rng: &mut StdRng,
     s: &mut Stream<Showtime>,
     reservation: ReservationId,
     customer: UserId,
-    clock: &mut DateTime<Utc>,
+    now: DateTime<Utc>,
 ) -> anyhow::Result<Vec<NewEvent>> {
-    let actor = Actor::User(customer);
     let payment = PaymentId(Uuid::now_v7());
-    let start = ShowtimeCommand::StartPayment(StartPayment {
-        reservation_id: reservation,
-        customer_id: customer,
-        payment_id: payment,
-        pin_for: TimeDelta::minutes(10),
-        now: *clock,
-    });
-    let mut rows = s.record(s.state.decide(start)?, &meta_for(actor, "StartPayment"));
-    let seats = s.state.holds.get(&reservation).map_or(0, |h| h.seats.len());
-    let confirm = ShowtimeCommand::ConfirmPayment(ConfirmPayment {
-        reservation_id: reservation,
-        payment_id: payment,
-        tickets: (0..seats)
-            .map(|_| NewTicket {
-                id: TicketId(Uuid::now_v7()),
-                code: format!("G{:08X}", rng.gen::<u32>()),
-            })
-            .collect(),
-        now: *clock,
-    });
-    rows.extend(s.record(s.state.decide(confirm)?, &meta_for(actor, "ConfirmPayment")));
+    let start = start_payment(reservation, customer, payment, now);
+    let meta = meta_for(Actor::User(customer), "StartPayment");
+    let mut rows = s.record(s.state.decide(start)?, &meta);
+    rows.extend(confirm_payment(
+        rng,
+        s,
+        reservation,
+        customer,
+        payment,
+        now,
+    )?);
     Ok(rows)
 }

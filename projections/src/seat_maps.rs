@@ -10,7 +10,10 @@ use crate::projection::{decode, Projection, ProjectionError};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use marquee_domain::seating::{Row, Seat, SeatKind, SeatLayout};
-use marquee_domain::showtime::{Showtime, ShowtimeDetails, ShowtimeEvent};
+use marquee_domain::showtime::{
+    PaymentFailed, PaymentStarted, SeatsHeld, Showtime, ShowtimeDetails, ShowtimeEvent,
+    TicketRefunded, TicketsIssued,
+};
 use marquee_event_store::envelope::Envelope;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, QueryBuilder};
@@ -37,91 +40,114 @@ impl Projection for SeatMaps {
             ShowtimeEvent::ShowtimeScheduled { details, .. } => {
                 insert_seats(db, showtime, &details).await?
             }
-            ShowtimeEvent::SeatsHeld(h) => {
-                let seats: Vec<String> = h.seats.iter().map(ToString::to_string).collect();
-                sqlx::query(
-                    "update seats_view set reservation_id = $3, customer_id = $4, held_until = $5
-                     where showtime_id = $1 and seat = any($2)",
-                )
-                .bind(showtime)
-                .bind(&seats)
-                .bind(h.reservation_id.0)
-                .bind(h.customer_id.0)
-                .bind(h.expires_at)
-                .execute(&mut *db)
-                .await?;
-                sqlx::query(
-                    "insert into holds_view (reservation_id, showtime_id, expires_at)
-                     values ($1, $2, $3) on conflict do nothing",
-                )
-                .bind(h.reservation_id.0)
-                .bind(showtime)
-                .bind(h.expires_at)
-                .execute(&mut *db)
-                .await?;
-            }
+            ShowtimeEvent::SeatsHeld(h) => hold(db, showtime, &h).await?,
             ShowtimeEvent::HoldReleased { reservation_id, .. }
             | ShowtimeEvent::HoldExpired { reservation_id, .. } => {
                 free(db, reservation_id.0).await?
             }
-            ShowtimeEvent::PaymentStarted(p) => {
-                sqlx::query("update seats_view set held_until = $2 where reservation_id = $1")
-                    .bind(p.reservation_id.0)
-                    .bind(p.pinned_until)
-                    .execute(db)
-                    .await?;
-            }
-            ShowtimeEvent::PaymentFailed(p) => {
-                // Back to the hold's own expiry, never past the pin that just ended (the
-                // aggregate's rule): the hold's expiry becomes the earlier of the two.
-                sqlx::query(
-                    "update holds_view h set expires_at = least(h.expires_at,
-                         (select max(s.held_until) from seats_view s where s.reservation_id = $1))
-                     where h.reservation_id = $1",
-                )
-                .bind(p.reservation_id.0)
-                .execute(&mut *db)
-                .await?;
-                sqlx::query(
-                    "update seats_view s set held_until = h.expires_at
-                     from holds_view h
-                     where h.reservation_id = $1 and s.reservation_id = $1",
-                )
-                .bind(p.reservation_id.0)
-                .execute(db)
-                .await?;
-            }
-            ShowtimeEvent::TicketsIssued(t) => {
-                for ticket in &t.tickets {
-                    sqlx::query(
-                        "update seats_view set ticket_id = $3, reservation_id = null,
-                                customer_id = null, held_until = null
-                         where showtime_id = $1 and seat = $2",
-                    )
-                    .bind(showtime)
-                    .bind(ticket.seat.as_str())
-                    .bind(ticket.ticket_id.0)
-                    .execute(&mut *db)
-                    .await?;
-                }
-                free(db, t.reservation_id.0).await?;
-            }
-            ShowtimeEvent::TicketRefunded(r) => {
-                // By the showtime too: `ticket_id` has no index of its own, and without the
-                // key's prefix each refund scanned every seat of every showtime.
-                sqlx::query(
-                    "update seats_view set ticket_id = null
-                     where showtime_id = $1 and ticket_id = $2",
-                )
-                .bind(showtime)
-                .bind(r.ticket_id.0)
-                .execute(db)
-                .await?;
-            }
+            ShowtimeEvent::PaymentStarted(p) => pin(db, &p).await?,
+            ShowtimeEvent::PaymentFailed(p) => unpin(db, &p).await?,
+            ShowtimeEvent::TicketsIssued(t) => sell(db, showtime, &t).await?,
+            ShowtimeEvent::TicketRefunded(r) => unsell(db, showtime, &r).await?,
             ShowtimeEvent::PaymentRefunded { .. } | ShowtimeEvent::ShowtimeCancelled { .. } => {}
         }
         Ok(())
     }
+}
+
+/// Marks the held seats with their hold, and records the hold's expiry.
+async fn hold(db: &mut PgConnection, showtime: Uuid, h: &SeatsHeld) -> Result<(), sqlx::Error> {
+    let seats: Vec<String> = h.seats.iter().map(ToString::to_string).collect();
+    sqlx::query(
+        "update seats_view set reservation_id = $3, customer_id = $4, held_until = $5
+                     where showtime_id = $1 and seat = any($2)",
+    )
+    .bind(showtime)
+    .bind(&seats)
+    .bind(h.reservation_id.0)
+    .bind(h.customer_id.0)
+    .bind(h.expires_at)
+    .execute(&mut *db)
+    .await?;
+    sqlx::query(
+        "insert into holds_view (reservation_id, showtime_id, expires_at)
+                     values ($1, $2, $3) on conflict do nothing",
+    )
+    .bind(h.reservation_id.0)
+    .bind(showtime)
+    .bind(h.expires_at)
+    .execute(&mut *db)
+    .await?;
+    Ok(())
+}
+
+/// Keeps the hold's seats held until the payment's pin ends.
+async fn pin(db: &mut PgConnection, p: &PaymentStarted) -> Result<(), sqlx::Error> {
+    sqlx::query("update seats_view set held_until = $2 where reservation_id = $1")
+        .bind(p.reservation_id.0)
+        .bind(p.pinned_until)
+        .execute(db)
+        .await?;
+    Ok(())
+}
+
+/// Puts the hold's seats back to the hold's own expiry after a failed payment.
+async fn unpin(db: &mut PgConnection, p: &PaymentFailed) -> Result<(), sqlx::Error> {
+    // Back to the hold's own expiry, never past the pin that just ended (the
+    // aggregate's rule): the hold's expiry becomes the earlier of the two.
+    sqlx::query(
+        "update holds_view h set expires_at = least(h.expires_at,
+                         (select max(s.held_until) from seats_view s where s.reservation_id = $1))
+                     where h.reservation_id = $1",
+    )
+    .bind(p.reservation_id.0)
+    .execute(&mut *db)
+    .await?;
+    sqlx::query(
+        "update seats_view s set held_until = h.expires_at
+                     from holds_view h
+                     where h.reservation_id = $1 and s.reservation_id = $1",
+    )
+    .bind(p.reservation_id.0)
+    .execute(db)
+    .await?;
+    Ok(())
+}
+
+/// Marks each ticket's seat sold, and clears the hold the tickets were paid from.
+async fn sell(db: &mut PgConnection, showtime: Uuid, t: &TicketsIssued) -> Result<(), sqlx::Error> {
+    for ticket in &t.tickets {
+        sqlx::query(
+            "update seats_view set ticket_id = $3, reservation_id = null,
+                                customer_id = null, held_until = null
+                         where showtime_id = $1 and seat = $2",
+        )
+        .bind(showtime)
+        .bind(ticket.seat.as_str())
+        .bind(ticket.ticket_id.0)
+        .execute(&mut *db)
+        .await?;
+    }
+    free(db, t.reservation_id.0).await
+}
+
+/// Makes a refunded ticket's seat available again.
+async fn unsell(
+    db: &mut PgConnection,
+    showtime: Uuid,
+    r: &TicketRefunded,
+) -> Result<(), sqlx::Error> {
+    // By the showtime too: `ticket_id` has no index of its own, and without the
+    // key's prefix each refund scanned every seat of every showtime.
+    sqlx::query(
+        "update seats_view set ticket_id = null
+                     where showtime_id = $1 and ticket_id = $2",
+    )
+    .bind(showtime)
+    .bind(r.ticket_id.0)
+    .execute(db)
+    .await?;
+    Ok(())
 }
 
 async fn insert_seats(

@@ -129,36 +129,16 @@ impl SqlStore {
     ) -> Decided<Held> {
         let mut tx = self.pool.begin().await?;
         let wanted = labels(seats);
-        let rows: Vec<SeatRow> = sqlx::query_as(
-            "select label, price, status, reservation_id, customer_id, expires_at
-               from baseline_seats
-              where showtime_id = $1
-                and (label = any($2) or (customer_id = $3 and status = 'held'))
-              order by label
-                for update",
-        )
-        .bind(showtime.0)
-        .bind(&wanted)
-        .bind(customer.0)
-        .fetch_all(&mut *tx)
-        .await?;
+        let rows = Self::lock_for_hold(&mut tx, showtime, customer, &wanted).await?;
         let now = Utc::now();
         let replaced = rows
             .iter()
             .find(|r| r.customer_id == Some(customer.0) && r.is_taken(now) && r.status == "held")
             .and_then(|r| r.reservation_id);
-        let requested: Vec<&SeatRow> = rows.iter().filter(|r| wanted.contains(&r.label)).collect();
-        if requested.len() < wanted.len() {
-            return Ok(Err(unknown_seats(&wanted, &requested)));
-        }
-        let taken: Vec<String> = requested
-            .iter()
-            .filter(|r| r.is_taken(now) && r.reservation_id != replaced)
-            .map(|r| r.label.clone())
-            .collect();
-        if !taken.is_empty() {
-            return Ok(Err(ApiError::SeatsUnavailable(taken)));
-        }
+        let requested = match free_to_hold(&rows, &wanted, replaced, now) {
+            Ok(requested) => requested,
+            Err(refused) => return Ok(Err(refused)),
+        };
         let total = requested.iter().map(|r| r.price).sum::<i64>();
         let held = Held {
             reservation_id: ReservationId(Uuid::now_v7()),
@@ -177,18 +157,32 @@ impl SqlStore {
             });
         }
         take_seats(&mut tx, showtime, customer, &held, &wanted).await?;
-        events.push(ShowtimeEvent::SeatsHeld(SeatsHeld {
-            reservation_id: held.reservation_id,
-            customer_id: customer,
-            seats: held.seats.clone(),
-            total: held.total.clone(),
-            held_at: now,
-            expires_at: held.expires_at,
-            row_started_at: None,
-        }));
+        events.push(seats_held(&held, customer));
         record(&mut tx, showtime, &events).await?;
         tx.commit().await?;
         Ok(Ok(held))
+    }
+
+    /// Locks the requested seat rows and the customer's own held ones, in label order.
+    async fn lock_for_hold(
+        tx: &mut Transaction<'_, Postgres>,
+        showtime: ShowtimeId,
+        customer: UserId,
+        wanted: &[String],
+    ) -> Result<Vec<SeatRow>, sqlx::Error> {
+        sqlx::query_as(
+            "select label, price, status, reservation_id, customer_id, expires_at
+               from baseline_seats
+              where showtime_id = $1
+                and (label = any($2) or (customer_id = $3 and status = 'held'))
+              order by label
+                for update",
+        )
+        .bind(showtime.0)
+        .bind(wanted)
+        .bind(customer.0)
+        .fetch_all(&mut **tx)
+        .await
     }
 
     /// The reservation's showtime and seat count, if it is the customer's.
@@ -454,6 +448,42 @@ pub(super) fn paid_events(
             issued_at: now,
         }),
     ]
+}
+
+/// The locked rows of the requested seats if each exists and is free at `now` (or held by
+/// the hold being `replaced`); otherwise the refusal.
+fn free_to_hold<'r>(
+    rows: &'r [SeatRow],
+    wanted: &[String],
+    replaced: Option<Uuid>,
+    now: DateTime<Utc>,
+) -> Result<Vec<&'r SeatRow>, ApiError> {
+    let requested: Vec<&SeatRow> = rows.iter().filter(|r| wanted.contains(&r.label)).collect();
+    if requested.len() < wanted.len() {
+        return Err(unknown_seats(wanted, &requested));
+    }
+    let taken: Vec<String> = requested
+        .iter()
+        .filter(|r| r.is_taken(now) && r.reservation_id != replaced)
+        .map(|r| r.label.clone())
+        .collect();
+    if !taken.is_empty() {
+        return Err(ApiError::SeatsUnavailable(taken));
+    }
+    Ok(requested)
+}
+
+/// The event of a new hold.
+fn seats_held(held: &Held, customer: UserId) -> ShowtimeEvent {
+    ShowtimeEvent::SeatsHeld(SeatsHeld {
+        reservation_id: held.reservation_id,
+        customer_id: customer,
+        seats: held.seats.clone(),
+        total: held.total.clone(),
+        held_at: held.held_at,
+        expires_at: held.expires_at,
+        row_started_at: None,
+    })
 }
 
 fn unknown_seats(wanted: &[String], found: &[&SeatRow]) -> ApiError {
