@@ -2,8 +2,8 @@
 //! latency against clients, one line per design and seat choice, written as a plain SVG (no
 //! plotting crate: two log-log panels are a few dozen lines, and nothing needs fonts).
 
-use crate::hot::Outcome;
 use crate::load::Choice;
+use crate::outcome::Outcome;
 use crate::target::Design;
 use std::fmt::Write;
 use std::path::Path;

@@ -10,7 +10,8 @@
 //! ratio. Then it does the bulk rebuild alone on a larger history. Numbers from one run on one
 //! machine compare with each other; across runs the machine's load differs.
 //!
-//! Modules: [`hot`] (the hot-showtime plan and its tables), [`load`] (the load generator),
+//! Modules: [`hot`] (the hot-showtime plan and its tables), [`outcome`] (one run's outcome and
+//! its row), [`load`] (the load generator),
 //! [`target`] (starting a design for a run), [`baselines`] (N2 and R behind the same API),
 //! [`fsync`] (the disk's fsync rate), [`chart`] (the SVG), [`browse`] (the read scenario),
 //! [`served`] (the engine's own latency histograms), [`showtime_state`] (one showtime's state as its
@@ -22,6 +23,7 @@ mod chart;
 mod fsync;
 mod hot;
 mod load;
+mod outcome;
 mod served;
 mod showtime_state;
 mod target;
