@@ -3,7 +3,7 @@
 // cancelling). Everything goes through the public API with the admin's token.
 
 import * as api from "./api.js";
-import { h, say, fail, session } from "./app.js";
+import { h, say, fail, session } from "./page.js";
 import { drawSeatMap, mapOfLayout } from "./seatmap.js";
 
 const KNOWN_MOVIES = "marquee.admin.movies";

@@ -2,7 +2,7 @@
 // seat map with holding and paying, tickets with QR codes, registering and logging in.
 
 import * as api from "./api.js";
-import { h, say, fail, go, onLeave, session, refreshSession } from "./app.js";
+import { h, say, fail, go, onLeave, session, refreshSession } from "./page.js";
 import { drawSeatMap, followSeats } from "./seatmap.js";
 import { qrSvg } from "./qr.js";
 

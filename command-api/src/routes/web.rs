@@ -46,6 +46,7 @@ static ASSETS: &[Asset] = &[
     asset!("/app.css", "app.css", "text/css; charset=utf-8"),
     asset!("/favicon.svg", "favicon.svg", "image/svg+xml"),
     asset!("/js/app.js", "js/app.js", JS),
+    asset!("/js/page.js", "js/page.js", JS),
     asset!("/js/api.js", "js/api.js", JS),
     asset!("/js/customer.js", "js/customer.js", JS),
     asset!("/js/seatmap.js", "js/seatmap.js", JS),
