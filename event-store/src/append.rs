@@ -27,7 +27,7 @@ use crate::db::PgQuery;
 use crate::error::StoreError;
 use crate::metadata::Metadata;
 use cqrs_es::{Aggregate, DomainEvent};
-use marquee_domain::showtime::ShowtimeEvent;
+use marquee_domain::showtime::{Showtime, ShowtimeEvent};
 use marquee_domain::ShowtimeId;
 use serde_json::Value;
 use sqlx::{PgPool, Postgres, Row, Transaction};
@@ -173,11 +173,38 @@ impl Appender {
         }
     }
 
-    /// Appends a showtime's events (consecutive sequences, after the last one its writer
-    /// knows) with the lookup rows they imply, in one transaction; returns once it is
-    /// committed. A sequence that is already taken fails it whole with
-    /// [`StoreError::Conflict`].
-    pub async fn append(
+    /// Appends the events a showtime's writer recorded, each command's with its metadata, as
+    /// the sequences after `after` (the last one the writer knows), with the lookup rows they
+    /// imply, in one transaction; returns how many it appended, once they are committed. A
+    /// sequence that is already taken fails it whole with [`StoreError::Conflict`].
+    pub async fn append<'a>(
+        &self,
+        showtime: ShowtimeId,
+        after: usize,
+        recorded: impl IntoIterator<Item = (&'a [ShowtimeEvent], &'a Metadata)>,
+    ) -> Result<usize, StoreError> {
+        let id = showtime.to_string();
+        let mut rows = Vec::new();
+        let mut events = Vec::new();
+        for (of_command, meta) in recorded {
+            rows.extend(to_new_events::<Showtime>(
+                &id,
+                after + rows.len(),
+                of_command,
+                meta,
+            ));
+            events.extend(of_command.iter().cloned());
+        }
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        let appended = rows.len();
+        self.append_rows(showtime, rows, &events).await?;
+        Ok(appended)
+    }
+
+    /// The rows of [`Appender::append`], timed by the way they went.
+    async fn append_rows(
         &self,
         showtime: ShowtimeId,
         rows: Vec<NewEvent>,

@@ -26,7 +26,7 @@
 //! answer arrives (the operating system favours a thread that mostly sleeps), and the HTTP
 //! tasks keep the runtime's workers.
 
-use crate::append::{self, to_new_events, Appender};
+use crate::append::{self, Appender};
 use crate::error::StoreError;
 use crate::event_store::{EventStore, LoadedShowtime};
 use crate::metadata::Metadata;
@@ -362,9 +362,12 @@ impl Writers {
             if events.is_empty() {
                 return Ok(events);
             }
-            let rows = to_new_events::<Showtime>(&key, version, &events, &meta);
-            match self.direct.append(id, rows, &events).await {
-                Ok(()) => return Ok(events),
+            match self
+                .direct
+                .append(id, version, [(&events[..], &meta)])
+                .await
+            {
+                Ok(_) => return Ok(events),
                 Err(StoreError::Conflict) => continue,
                 Err(e) => return Err(e.into()),
             }
@@ -758,21 +761,15 @@ impl Writer {
         batch: &[Job],
         decided: &[Result<Vec<ShowtimeEvent>, ShowtimeError>],
     ) -> Result<(), StoreError> {
-        let id = self.id.to_string();
-        let mut rows = Vec::new();
-        let mut events = Vec::new();
-        for (job, events_of_job) in batch.iter().zip(decided) {
-            if let Ok(evs) = events_of_job {
-                let after = self.version + rows.len();
-                rows.extend(to_new_events::<Showtime>(&id, after, evs, &job.meta));
-                events.extend(evs.iter().cloned());
-            }
-        }
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let appended = rows.len();
-        self.parts.appender.append(self.id, rows, &events).await?;
+        let recorded = batch
+            .iter()
+            .zip(decided)
+            .filter_map(|(job, d)| d.as_ref().ok().map(|events| (events.as_slice(), &job.meta)));
+        let appended = self
+            .parts
+            .appender
+            .append(self.id, self.version, recorded)
+            .await?;
         self.version += appended;
         Ok(())
     }
