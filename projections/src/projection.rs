@@ -32,6 +32,19 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &'static [&'static str];
     /// Applies one event. Called once per event and aggregate sequence, in sequence order.
     async fn apply(&self, event: &Envelope, db: &mut PgConnection) -> Result<(), ProjectionError>;
+
+    /// Applies consecutive events of one aggregate, in sequence order, as [`Projection::apply`]
+    /// on each would. A projection may override it to write a run in fewer statements.
+    async fn apply_run(
+        &self,
+        events: &[Envelope],
+        db: &mut PgConnection,
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(event, db).await?;
+        }
+        Ok(())
+    }
 }
 
 /// Money as the read models store it.

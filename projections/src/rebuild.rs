@@ -9,7 +9,7 @@
 
 use crate::bulk;
 use crate::projection::{Projection, ProjectionError};
-use crate::tracking::{apply_tracked, swap_lock_key};
+use crate::tracking::{apply_batch, apply_tracked, swap_lock_key};
 use futures::TryStreamExt;
 use marquee_domain::movie::Movie;
 use marquee_domain::showtime::Showtime;
@@ -165,11 +165,7 @@ async fn apply_all(
             return Ok(applied);
         };
         after = last.position;
-        for e in &events {
-            if apply_tracked(projection, e, db).await? {
-                applied += 1;
-            }
-        }
+        applied += apply_batch(projection, &events, db).await?;
         read += events.len() as u64;
         progress(read);
     }

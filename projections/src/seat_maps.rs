@@ -17,7 +17,7 @@ use marquee_domain::showtime::{
 use marquee_event_store::envelope::Envelope;
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool, QueryBuilder};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use uuid::Uuid;
 
 pub struct SeatMaps;
@@ -36,20 +36,153 @@ impl Projection for SeatMaps {
 
     async fn apply(&self, event: &Envelope, db: &mut PgConnection) -> Result<(), ProjectionError> {
         let showtime: Uuid = event.aggregate_id.parse().unwrap_or_default();
-        match decode::<ShowtimeEvent>(event)? {
-            ShowtimeEvent::ShowtimeScheduled { details, .. } => {
-                insert_seats(db, showtime, &details).await?
+        apply_one(db, showtime, decode::<ShowtimeEvent>(event)?).await
+    }
+
+    /// A run's holds, releases and expiries are folded in memory and written in at most
+    /// four statements ([`HoldRun`]); any other event first writes what was folded, then
+    /// goes alone. An on-sale's log is mostly holds, releases and expiries.
+    async fn apply_run(
+        &self,
+        events: &[Envelope],
+        db: &mut PgConnection,
+    ) -> Result<(), ProjectionError> {
+        let Some(first) = events.first() else {
+            return Ok(());
+        };
+        let showtime: Uuid = first.aggregate_id.parse().unwrap_or_default();
+        let mut holds = HoldRun::default();
+        for event in events {
+            let event = decode::<ShowtimeEvent>(event)?;
+            if let Some(other) = holds.fold(event) {
+                holds.write(db, showtime).await?;
+                apply_one(db, showtime, other).await?;
             }
-            ShowtimeEvent::SeatsHeld(h) => hold(db, showtime, &h).await?,
+        }
+        holds.write(db, showtime).await?;
+        Ok(())
+    }
+}
+
+/// Applies one event of `showtime`.
+async fn apply_one(
+    db: &mut PgConnection,
+    showtime: Uuid,
+    event: ShowtimeEvent,
+) -> Result<(), ProjectionError> {
+    match event {
+        ShowtimeEvent::ShowtimeScheduled { details, .. } => {
+            insert_seats(db, showtime, &details).await?
+        }
+        ShowtimeEvent::SeatsHeld(h) => hold(db, showtime, &h).await?,
+        ShowtimeEvent::HoldReleased { reservation_id, .. }
+        | ShowtimeEvent::HoldExpired { reservation_id, .. } => free(db, reservation_id.0).await?,
+        ShowtimeEvent::PaymentStarted(p) => pin(db, &p).await?,
+        ShowtimeEvent::PaymentFailed(p) => unpin(db, &p).await?,
+        ShowtimeEvent::TicketsIssued(t) => sell(db, showtime, &t).await?,
+        ShowtimeEvent::TicketRefunded(r) => unsell(db, showtime, &r).await?,
+        ShowtimeEvent::PaymentRefunded { .. } | ShowtimeEvent::ShowtimeCancelled { .. } => {}
+    }
+    Ok(())
+}
+
+/// The net effect of consecutive holds, releases and expiries of one showtime, folded in
+/// memory: the same rows as [`hold`] and [`free`] one event at a time, in fewer statements.
+#[derive(Default)]
+struct HoldRun {
+    /// Each seat a hold of the run touched, as it ends: held (reservation, customer, until)
+    /// or free.
+    seats: HashMap<String, Option<(Uuid, Uuid, DateTime<Utc>)>>,
+    /// Holds the run recorded and did not close: their expiry and seats.
+    open: HashMap<Uuid, (DateTime<Utc>, Vec<String>)>,
+    /// Holds from before the run that it closes.
+    closed_before: Vec<Uuid>,
+}
+
+impl HoldRun {
+    /// Folds `event` in, or gives it back when it is not a hold, release or expiry.
+    fn fold(&mut self, event: ShowtimeEvent) -> Option<ShowtimeEvent> {
+        match event {
+            ShowtimeEvent::SeatsHeld(h) => {
+                let seats: Vec<String> = h.seats.iter().map(ToString::to_string).collect();
+                let holder = (h.reservation_id.0, h.customer_id.0, h.expires_at);
+                for seat in &seats {
+                    self.seats.insert(seat.clone(), Some(holder));
+                }
+                self.open.insert(h.reservation_id.0, (h.expires_at, seats));
+            }
             ShowtimeEvent::HoldReleased { reservation_id, .. }
             | ShowtimeEvent::HoldExpired { reservation_id, .. } => {
-                free(db, reservation_id.0).await?
+                match self.open.remove(&reservation_id.0) {
+                    Some((_, seats)) => {
+                        for seat in seats {
+                            let entry = self.seats.get_mut(&seat).expect("folded with its hold");
+                            if entry.is_some_and(|(r, _, _)| r == reservation_id.0) {
+                                *entry = None;
+                            }
+                        }
+                    }
+                    None => self.closed_before.push(reservation_id.0),
+                }
             }
-            ShowtimeEvent::PaymentStarted(p) => pin(db, &p).await?,
-            ShowtimeEvent::PaymentFailed(p) => unpin(db, &p).await?,
-            ShowtimeEvent::TicketsIssued(t) => sell(db, showtime, &t).await?,
-            ShowtimeEvent::TicketRefunded(r) => unsell(db, showtime, &r).await?,
-            ShowtimeEvent::PaymentRefunded { .. } | ShowtimeEvent::ShowtimeCancelled { .. } => {}
+            other => return Some(other),
+        }
+        None
+    }
+
+    /// Writes what was folded (the holds closed from before the run first: a seat they free
+    /// may be held again within the run) and starts afresh.
+    async fn write(&mut self, db: &mut PgConnection, showtime: Uuid) -> Result<(), sqlx::Error> {
+        let run = std::mem::take(self);
+        if !run.closed_before.is_empty() {
+            sqlx::query(
+                "update seats_view set reservation_id = null, customer_id = null, held_until = null
+                 where reservation_id = any($1)",
+            )
+            .bind(&run.closed_before)
+            .execute(&mut *db)
+            .await?;
+            sqlx::query("delete from holds_view where reservation_id = any($1)")
+                .bind(&run.closed_before)
+                .execute(&mut *db)
+                .await?;
+        }
+        if !run.seats.is_empty() {
+            let (mut seats, mut holders, mut customers, mut untils) =
+                (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            for (seat, state) in run.seats {
+                seats.push(seat);
+                holders.push(state.map(|(r, _, _)| r));
+                customers.push(state.map(|(_, c, _)| c));
+                untils.push(state.map(|(_, _, u)| u));
+            }
+            sqlx::query(
+                "update seats_view s
+                 set reservation_id = t.r, customer_id = t.c, held_until = t.u
+                 from unnest($2::text[], $3::uuid[], $4::uuid[], $5::timestamptz[]) as t(seat, r, c, u)
+                 where s.showtime_id = $1 and s.seat = t.seat",
+            )
+            .bind(showtime)
+            .bind(seats)
+            .bind(holders)
+            .bind(customers)
+            .bind(untils)
+            .execute(&mut *db)
+            .await?;
+        }
+        if !run.open.is_empty() {
+            let (holds, expiries): (Vec<Uuid>, Vec<DateTime<Utc>>) =
+                run.open.into_iter().map(|(r, (e, _))| (r, e)).unzip();
+            sqlx::query(
+                "insert into holds_view (reservation_id, showtime_id, expires_at)
+                 select r, $2, e from unnest($1::uuid[], $3::timestamptz[]) as t(r, e)
+                 on conflict do nothing",
+            )
+            .bind(holds)
+            .bind(showtime)
+            .bind(expiries)
+            .execute(&mut *db)
+            .await?;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@ use marquee_event_store::envelope::COLUMNS;
 use marquee_nats::consumer::{self, Failure, Handler, Spec};
 use marquee_nats::Namespace;
 use sqlx::{PgConnection, PgPool};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -27,10 +28,67 @@ pub async fn apply_tracked(
     event: &Envelope,
     db: &mut PgConnection,
 ) -> Result<bool, ProjectionError> {
-    let name = projection.name();
-    // One round trip: make sure the progress row exists, lock it (the lock serializes
-    // projector processes working on the same aggregate), read it, and ask whether the
-    // aggregate is parked. The no-op update is what takes the lock on an existing row.
+    Ok(apply_batch(projection, std::slice::from_ref(event), db).await? > 0)
+}
+
+/// Applies a batch of events (of the projection's aggregate type, in log order), each unless
+/// it was applied already, inside the caller's transaction; returns how many of them it
+/// applied.
+///
+/// Per aggregate of the batch, one statement reads (and locks) its progress row and one
+/// writes it back, and the aggregate's events are applied as one run
+/// ([`Projection::apply_run`]), with any gap before them filled from the events table.
+/// Aggregates go in id order, so two projector processes lock their rows in the same order.
+pub async fn apply_batch(
+    projection: &dyn Projection,
+    events: &[Envelope],
+    db: &mut PgConnection,
+) -> Result<u64, ProjectionError> {
+    let mut by_aggregate: BTreeMap<(&str, &str), Vec<&Envelope>> = BTreeMap::new();
+    for e in events {
+        by_aggregate
+            .entry((e.aggregate_type.as_str(), e.aggregate_id.as_str()))
+            .or_default()
+            .push(e);
+    }
+    let mut applied = 0;
+    for ((aggregate_type, aggregate_id), mut delivered) in by_aggregate {
+        // Redelivered messages can come after their successors.
+        delivered.sort_by_key(|e| e.sequence);
+        let Some(last) = progress(projection, aggregate_type, aggregate_id, db).await? else {
+            continue; // parked
+        };
+        let run = run_after(db, last, &delivered).await?;
+        let Some(newest) = run.last().map(|e| e.sequence) else {
+            continue;
+        };
+        projection.apply_run(&run, db).await?;
+        sqlx::query(
+            "update projection_progress set last_sequence = $4
+             where projection = $1 and aggregate_type = $2 and aggregate_id = $3",
+        )
+        .bind(projection.name())
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(newest)
+        .execute(&mut *db)
+        .await?;
+        applied += delivered.iter().filter(|e| e.sequence > last).count() as u64;
+    }
+    Ok(applied)
+}
+
+/// The last sequence the projection applied of an aggregate, its progress row locked (the
+/// lock serializes projector processes working on the same aggregate); `None` when the
+/// aggregate is parked.
+async fn progress(
+    projection: &dyn Projection,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    db: &mut PgConnection,
+) -> Result<Option<i64>, sqlx::Error> {
+    // One round trip: make sure the progress row exists, lock it, read it, and ask whether
+    // the aggregate is parked. The no-op update is what takes the lock on an existing row.
     let (last, parked): (i64, bool) = sqlx::query_as(
         "insert into projection_progress as p (projection, aggregate_type, aggregate_id, last_sequence)
          values ($1, $2, $3, 0)
@@ -40,32 +98,34 @@ pub async fn apply_tracked(
                    exists(select 1 from parked_events k
                           where k.projection = $1 and k.aggregate_type = $2 and k.aggregate_id = $3)",
     )
-    .bind(name)
-    .bind(&event.aggregate_type)
-    .bind(&event.aggregate_id)
+    .bind(projection.name())
+    .bind(aggregate_type)
+    .bind(aggregate_id)
     .fetch_one(&mut *db)
     .await?;
-    if event.sequence <= last || parked {
-        return Ok(false);
-    }
-    if event.sequence > last + 1 {
-        let missing = events_between(db, event, last, event.sequence).await?;
-        for e in &missing {
-            projection.apply(e, db).await?;
+    Ok((!parked).then_some(last))
+}
+
+/// The events to apply of one aggregate after sequence `last`: the delivered ones (in
+/// sequence order) not applied yet, each preceded by any missing ones from the events table.
+async fn run_after(
+    db: &mut PgConnection,
+    last: i64,
+    delivered: &[&Envelope],
+) -> Result<Vec<Envelope>, sqlx::Error> {
+    let mut run = Vec::with_capacity(delivered.len());
+    let mut newest = last;
+    for &event in delivered {
+        if event.sequence <= newest {
+            continue;
         }
+        if event.sequence > newest + 1 {
+            run.extend(events_between(db, event, newest, event.sequence).await?);
+        }
+        run.push(event.clone());
+        newest = event.sequence;
     }
-    projection.apply(event, db).await?;
-    sqlx::query(
-        "update projection_progress set last_sequence = $4
-         where projection = $1 and aggregate_type = $2 and aggregate_id = $3",
-    )
-    .bind(name)
-    .bind(&event.aggregate_type)
-    .bind(&event.aggregate_id)
-    .bind(event.sequence)
-    .execute(&mut *db)
-    .await?;
-    Ok(true)
+    Ok(run)
 }
 
 /// The events of `event`'s aggregate with `after < sequence < before`.
@@ -110,11 +170,9 @@ impl Handler for ProjectionHandler {
             .execute(&mut *tx)
             .await
             .map_err(failure)?;
-        for event in events {
-            apply_tracked(self.projection.as_ref(), event, &mut tx)
-                .await
-                .map_err(failure)?;
-        }
+        apply_batch(self.projection.as_ref(), events, &mut tx)
+            .await
+            .map_err(failure)?;
         tx.commit().await.map_err(failure)?;
         let now = chrono::Utc::now();
         let lag = metrics::histogram!("marquee_projection_lag_seconds", "projection" => self.projection.name());

@@ -10,7 +10,7 @@ use marquee_domain::*;
 use marquee_event_store::envelope::{Envelope, COLUMNS};
 use marquee_projections::rebuild::{differences, prepare, rebuild_into};
 use marquee_projections::theaters::{search_query, Near};
-use marquee_projections::tracking::apply_tracked;
+use marquee_projections::tracking::{apply_batch, apply_tracked};
 use marquee_projections::{all, seat_maps};
 use marquee_test_support::{append, event, fresh_database};
 use sqlx::PgPool;
@@ -493,6 +493,108 @@ async fn the_bulk_rebuild_gives_the_same_rows_as_applying_event_by_event() {
                 "{}: {table}",
                 p.name()
             );
+        }
+    }
+}
+
+/// After the scenario, an on-sale's churn on its showtime: the holds from before closed,
+/// then seats held, released and held again by one customer after another.
+async fn churn(pool: &PgPool, scenario: &Scenario) {
+    let id = scenario.showtime;
+    let mut log = Log {
+        pool: pool.clone(),
+        sequences: HashMap::new(),
+    };
+    let mut showtime = Showtime::default();
+    for e in all_events(pool).await {
+        if e.aggregate_id == id.to_string() {
+            log.sequences.insert(e.aggregate_id.clone(), e.sequence);
+            showtime.apply(serde_json::from_value(e.payload).unwrap());
+        }
+    }
+    let now = scenario.now;
+    let decide = |showtime: &mut Showtime, command| showtime.decide(command).unwrap();
+    let closed = [
+        ShowtimeCommand::ExpireHold(ExpireHold {
+            reservation_id: res(1002),
+            now,
+        }),
+        ShowtimeCommand::ReleaseHold(ReleaseHold {
+            reservation_id: res(1004),
+            customer_id: scenario.holder,
+            now,
+        }),
+    ];
+    for command in closed {
+        let e = decide(&mut showtime, command);
+        log.append(id, &mut showtime, e).await;
+    }
+    let mut free: Vec<String> = ["A1", "A2", "A3", "A4", "B3", "B4"]
+        .map(String::from)
+        .into();
+    let mut open: Vec<(u128, UserId, String)> = Vec::new();
+    for i in 0..60u128 {
+        let command = if i % 3 == 2 || free.is_empty() {
+            let (r, who, seat) = open.remove((i as usize * 7) % open.len());
+            free.push(seat);
+            ShowtimeCommand::ReleaseHold(ReleaseHold {
+                reservation_id: res(r),
+                customer_id: who,
+                now,
+            })
+        } else {
+            let who = UserId(Uuid::from_u128(0x9000 + i));
+            let seat = free.remove((i as usize * 5) % free.len());
+            let command = hold(5000 + i, who, &[seat.as_str()], now);
+            open.push((5000 + i, who, seat));
+            command
+        };
+        let e = decide(&mut showtime, command);
+        log.append(id, &mut showtime, e).await;
+    }
+}
+
+#[tokio::test]
+async fn applying_in_batches_of_any_size_gives_the_rows_of_one_event_at_a_time() {
+    let pool = fresh_database().await;
+    let scenario = history(&pool).await;
+    churn(&pool, &scenario).await;
+    let events = all_events(&pool).await;
+    let released = events
+        .iter()
+        .filter(|e| e.event_type == "HoldReleased")
+        .count();
+    assert!(released > 15, "a churn, not a handful: {released} releases");
+    for p in all() {
+        let mine: Vec<Envelope> = events
+            .iter()
+            .filter(|e| e.aggregate_type == p.aggregate_type())
+            .cloned()
+            .collect();
+        let mut tx = pool.begin().await.unwrap();
+        prepare(&mut tx, p.as_ref(), "one_at_a_time").await.unwrap();
+        for e in &mine {
+            p.apply(e, &mut tx).await.unwrap();
+        }
+        tx.commit().await.unwrap();
+        for size in [2, 3, 7, 1000] {
+            let schema = format!("batches_of_{size}");
+            let mut tx = pool.begin().await.unwrap();
+            prepare(&mut tx, p.as_ref(), &schema).await.unwrap();
+            for batch in mine.chunks(size) {
+                apply_batch(p.as_ref(), batch, &mut tx).await.unwrap();
+            }
+            tx.commit().await.unwrap();
+            for table in p.tables() {
+                assert_eq!(
+                    differences(&pool, table, "one_at_a_time", &schema)
+                        .await
+                        .unwrap(),
+                    0,
+                    "{}: {table} in batches of {size}",
+                    p.name()
+                );
+            }
         }
     }
 }
