@@ -49,6 +49,9 @@ const MAX_BATCH: usize = 512;
 pub const DEFAULT_SNAPSHOT_EVERY: usize = 10_000;
 /// How often a batch is decided again after losing races to another process.
 const MAX_ATTEMPTS: usize = 8;
+/// While the database seems out of reach, how long a batch may wait for a connection before
+/// it is answered `Unavailable`.
+const OUTAGE_PROBE: Duration = Duration::from_millis(250);
 
 /// Why a command did not go through.
 #[derive(Debug, thiserror::Error)]
@@ -162,6 +165,8 @@ struct Parts {
     appender: Appender,
     /// Events between two snapshots of a showtime's state (0: none are taken).
     snapshot_every: usize,
+    /// Whether the database seemed out of reach at the writers' last try.
+    outage: Arc<AtomicBool>,
 }
 
 /// The writers' runtime: one worker thread. It stops when the last [`Writers`] is dropped
@@ -219,6 +224,7 @@ impl Writers {
                 running: Default::default(),
                 store: EventStore::new(pool),
                 reservations: Default::default(),
+                outage: Default::default(),
                 appender,
                 snapshot_every: DEFAULT_SNAPSHOT_EVERY,
             },
@@ -639,14 +645,49 @@ impl Writer {
     }
 
     async fn serve(&mut self, batch: Vec<Job>, waiting: Vec<CatchUpReply>) {
+        if let Err(e) = self.reachable().await {
+            for done in waiting {
+                let _ = done.send(Err(e.duplicate()));
+            }
+            return fail(batch, e);
+        }
         if !waiting.is_empty() {
             let result = self.catch_up().await;
+            self.note_outage(result.as_ref().err());
             for done in waiting {
                 let _ = done.send(result.as_ref().map(|_| ()).map_err(StoreError::duplicate));
             }
         }
         if !batch.is_empty() {
             self.process(batch).await;
+        }
+    }
+
+    /// While the database seemed out of reach at the last try, first checks that a
+    /// connection can be had within [`OUTAGE_PROBE`]: during an outage each batch is answered
+    /// `Unavailable` at once, instead of after the pool's whole acquire timeout, which every
+    /// command queued behind it would wait for again.
+    async fn reachable(&self) -> Result<(), StoreError> {
+        if !self.parts.outage.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        match tokio::time::timeout(OUTAGE_PROBE, self.parts.store.pool().acquire()).await {
+            Ok(Ok(_connection)) => {
+                self.parts.outage.store(false, Ordering::Release);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(e.into()),
+            Err(_) => Err(StoreError::Unavailable(
+                "no database connection within the outage probe".into(),
+            )),
+        }
+    }
+
+    /// Remembers whether `error` says the database is out of reach (see
+    /// [`Writer::reachable`]).
+    fn note_outage(&self, error: Option<&StoreError>) {
+        if matches!(error, Some(StoreError::Unavailable(_))) {
+            self.parts.outage.store(true, Ordering::Release);
         }
     }
 
@@ -670,12 +711,14 @@ impl Writer {
                     Ok(true) => {
                         if let Err(e) = self.catch_up().await {
                             self.reset();
+                            self.note_outage(Some(&e));
                             return fail(batch, e);
                         }
                         continue;
                     }
                     Err(e) => {
                         self.reset();
+                        self.note_outage(Some(&e));
                         return fail(batch, e);
                     }
                 }
@@ -691,11 +734,13 @@ impl Writer {
                     if let Err(e) = self.catch_up().await {
                         // Drop the decisions of the batch that was not stored.
                         self.reset();
+                        self.note_outage(Some(&e));
                         return fail(batch, e);
                     }
                 }
                 Err(e) => {
                     self.reset();
+                    self.note_outage(Some(&e));
                     return fail(batch, e);
                 }
             }
