@@ -226,23 +226,14 @@ impl Appender {
         events: &[ShowtimeEvent],
     ) -> (&'static str, Result<(), StoreError>) {
         if let Some(lookups) = booking_index::gather(events) {
+            let batch = Batch {
+                showtime,
+                rows,
+                lookups,
+            };
             let written = match &self.committer {
-                Some(committer) => {
-                    let batch = Batch {
-                        showtime,
-                        rows,
-                        lookups,
-                    };
-                    committer.append(batch).await
-                }
-                None => {
-                    let batch = Batch {
-                        showtime,
-                        rows,
-                        lookups,
-                    };
-                    batch.write_alone(&self.pool).await
-                }
+                Some(committer) => committer.append(batch).await,
+                None => batch.write_alone(&self.pool).await,
             };
             return ("statement", written);
         }

@@ -53,8 +53,9 @@ pub async fn apply_batch(
     }
     let mut applied = 0;
     for ((aggregate_type, aggregate_id), mut delivered) in by_aggregate {
-        // Redelivered messages can come after their successors.
+        // Redelivered messages can come after their successors, or twice in one batch.
         delivered.sort_by_key(|e| e.sequence);
+        delivered.dedup_by_key(|e| e.sequence);
         let Some(last) = progress(projection, aggregate_type, aggregate_id, db).await? else {
             continue; // parked
         };
